@@ -1,0 +1,254 @@
+"""One config for every stage of the pipeline.
+
+Each stage script builds a `Config`, applies dotted overrides from the command line
+(`--rqkmeans.vocab_size=256 --output_dir=runs/run1`, see `playlist_gen.cli`) and reads
+the paths it needs from the properties below, so every file name is defined once, here.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class DataConfig:
+    """Stage 0 (prepare_data.py) and the four input files every later stage reads."""
+
+    source: str = "csv"  # demo | mpd | csv
+    path: str = ""  # --source=mpd: one .json/.json.gz MPD slice or a folder of them
+    mpd_max_playlists: int = 0  # 0 = every playlist found under `path`
+    song_vectors_file: str = "song_vectors.csv"
+    playlist_info_file: str = "gen_playlist_info.csv"
+    playlist_song_file: str = "gen_playlist_song.csv"
+    song_info_file: str = "gen_song_info.csv"
+    playlist_id_col: str = "glid"  # in gen_playlist_info.csv
+    title_col: str = "listname"  # in gen_playlist_info.csv
+    ps_playlist_col: str = "special_gid"  # in gen_playlist_song.csv
+    ps_song_col: str = "mixsongid"  # in gen_playlist_song.csv
+    song_id_col: str = "mixsongid"  # in gen_song_info.csv
+    song_name_col: str = "songname"  # in gen_song_info.csv
+    artist_col: str = "singername"  # in gen_song_info.csv
+
+
+@dataclass
+class DemoConfig:
+    """The built-in, seeded demo world (prepare_data.py --source=demo)."""
+
+    n_songs: int = 3000
+    n_artists: int = 240
+    n_playlists: int = 2400
+    dim: int = 32  # song vector dimension
+    min_songs: int = 8  # songs per playlist, inclusive range
+    max_songs: int = 30
+    off_theme: float = 0.1  # share of a playlist's songs drawn from outside its theme
+    noise: float = 0.35  # per-song noise around its genre/mood factors
+
+
+@dataclass
+class VectorsConfig:
+    """Song vectors from playlist co-occurrence, built when song_vectors.csv is absent."""
+
+    dim: int = 100
+    min_count: int = 2  # a song needs this many playlist occurrences to get a vector
+    quality_min_count: int = 5  # songs with at least this many occurrences enter the quality check
+    quality_sample: int = 2000  # songs sampled for the quality check
+
+
+@dataclass
+class RQKMeansConfig:
+    """Stage 1, train_rq_kmeans.py: residual k-means, one codebook per level."""
+
+    levels: int = 2
+    vocab_size: int = 64  # codes per level
+    n_iter: int = 20
+    backend: str = "auto"  # auto (own torch k-means, GPU when present) | torch | faiss
+    normalize: bool = True  # L2-normalise song vectors first (cosine geometry)
+
+
+@dataclass
+class RQVAEConfig:
+    """Stage 1, train_rqvae.py: a residual-quantised autoencoder."""
+
+    levels: int = 2
+    vocab_size: int = 64
+    latent_dim: int = 32
+    hidden_dims: str = "256,128"  # encoder MLP widths; the decoder mirrors them
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 1e-3
+    beta: float = 0.25  # commitment loss weight
+    val_fraction: float = 0.1
+    dead_code_steps: int = 50  # re-seed codes unused for this many steps
+    normalize: bool = True
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class CorpusConfig:
+    """Stage 2, prepare_corpus.py: title -> semantic-ID sequence pairs."""
+
+    extra_columns: str = ""  # comma-separated playlist columns appended to the title, e.g. "tags"
+    order: str = "original"  # original | sorted | shuffled
+    token_scheme: str = "level"  # level (<a_12><b_7>) | shared (the original's <id_N>)
+    max_songs: int = 50  # truncation never splits a tuple
+    min_songs: int = 1  # playlists with fewer songs with IDs are dropped and counted
+    collapse_repeats: bool = False  # collapse consecutive songs of one cluster
+    split: str = "grouped"  # grouped (by normalised title) | random
+    val_fraction: float = 0.05
+    test_fraction: float = 0.1
+
+
+@dataclass
+class TigerConfig:
+    """Stage 3, train_tiger.py: the T5 title -> semantic-ID model."""
+
+    model_name: str = "scratch"  # scratch | a local path to a pretrained T5
+    sp_vocab_size: int = 2000  # SentencePiece vocabulary (scratch), capped by what the titles allow
+    d_model: int = 128
+    d_ff: int = 512
+    num_layers: int = 2
+    num_decoder_layers: int = 2
+    num_heads: int = 4
+    d_kv: int = 32
+    dropout: float = 0.1
+    max_source_len: int = 48
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    epochs: float = 30.0
+    max_steps: int = -1  # > 0 overrides epochs
+    grad_clip: float = 1.0
+    eval_steps: int = 200
+    save_steps: int = 200
+    save_total_limit: int = 2
+    early_stopping_patience: int = 5  # evaluations without a better val loss
+    precision: str = "auto"  # auto (bf16 where supported, else fp32) | fp32 | bf16
+    num_workers: int = 0
+
+
+@dataclass
+class GenerateConfig:
+    """Generation, shared by evaluate_tiger.py and generate_playlist.py."""
+
+    title: str = ""  # generate_playlist.py one-shot title
+    num_songs: int = 20
+    mode: str = "beam"  # beam | sample
+    num_beams: int = 4
+    temperature: float = 1.0
+    top_p: float = 0.95
+    pick: str = "random"  # random | popular | weighted
+    no_repeat_cluster: bool = True
+    constrained: bool = True
+    explain: bool = False
+    batch_size: int = 32
+
+
+@dataclass
+class EvalConfig:
+    """Stage 4, evaluate_tiger.py."""
+
+    k: int = 100  # NDCG@K, Recall@K
+    max_playlists: int = 0  # 0 = the whole test split
+    knn_neighbors: int = 50  # title kNN baseline
+    examples: int = 50  # playlists written to evaluation_results.txt
+
+
+@dataclass
+class Config:
+    data_dir: str = "data"
+    output_dir: str = "outputs"
+    model_dir: str = "models"
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    vectors: VectorsConfig = field(default_factory=VectorsConfig)
+    rqkmeans: RQKMeansConfig = field(default_factory=RQKMeansConfig)
+    rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tiger: TigerConfig = field(default_factory=TigerConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # ---- stage 0 inputs (data_dir) ----
+    @property
+    def song_vectors_path(self) -> Path:
+        return Path(self.data_dir) / self.data.song_vectors_file
+
+    @property
+    def playlist_info_path(self) -> Path:
+        return Path(self.data_dir) / self.data.playlist_info_file
+
+    @property
+    def playlist_song_path(self) -> Path:
+        return Path(self.data_dir) / self.data.playlist_song_file
+
+    @property
+    def song_info_path(self) -> Path:
+        return Path(self.data_dir) / self.data.song_info_file
+
+    @property
+    def data_report_path(self) -> Path:
+        return Path(self.data_dir) / "data_report.json"
+
+    # ---- stage 1: semantic IDs (output_dir) ----
+    def method_dir(self, method: str) -> Path:
+        """Per-method copy of the IDs, so debug_collisions.py can compare methods."""
+        return Path(self.output_dir) / "semantic_ids" / method
+
+    @property
+    def semantic_ids_path(self) -> Path:
+        return Path(self.output_dir) / "song_semantic_ids.jsonl"
+
+    @property
+    def semantic_meta_path(self) -> Path:
+        return Path(self.output_dir) / "semantic_ids_meta.json"
+
+    @property
+    def collisions_report_path(self) -> Path:
+        return Path(self.output_dir) / "collisions_report.json"
+
+    @property
+    def collisions_png_path(self) -> Path:
+        return Path(self.output_dir) / "cluster_sizes.png"
+
+    # ---- stage 2: corpus ----
+    def split_path(self, split: str) -> Path:
+        return Path(self.output_dir) / f"{split}.tsv"
+
+    @property
+    def corpus_meta_path(self) -> Path:
+        return Path(self.output_dir) / "corpus_meta.json"
+
+    # ---- stage 3: model ----
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.model_dir) / "tiger_checkpoints"
+
+    @property
+    def final_model_dir(self) -> Path:
+        return Path(self.model_dir) / "tiger_final"
+
+    @property
+    def train_summary_path(self) -> Path:
+        return Path(self.output_dir) / "train_summary.json"
+
+    @property
+    def loss_curve_csv_path(self) -> Path:
+        return Path(self.output_dir) / "loss_curve.csv"
+
+    @property
+    def loss_curve_png_path(self) -> Path:
+        return Path(self.output_dir) / "loss_curve.png"
+
+    # ---- stage 4: evaluation ----
+    @property
+    def metrics_path(self) -> Path:
+        return Path(self.output_dir) / "metrics.json"
+
+    @property
+    def evaluation_results_path(self) -> Path:
+        return Path(self.output_dir) / "evaluation_results.txt"
+
+    def config_path(self, stage: str) -> Path:
+        """Where a stage saves the resolved config it ran with."""
+        return Path(self.output_dir) / "configs" / f"{stage}.json"

@@ -1,0 +1,179 @@
+"""Loaders for the four input files of the data contract, with row-level validation.
+
+Every loader treats the file as untrusted: IDs stay strings (`007` is not `7`), and a
+malformed row, a non-finite number, a duplicate ID or non-UTF-8 bytes raise a
+PipelineError that names the file, the line and the fix.
+"""
+
+import csv
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import PipelineError, require_file
+
+log = logging.getLogger(__name__)
+
+MADE_BY = "run `python prepare_data.py --source=demo` (or --source=mpd / --source=csv) first"
+
+
+@dataclass
+class Playlists:
+    """Playlists in standard column names, whatever the input files called them."""
+
+    info: pd.DataFrame  # playlist_id, title, and any other columns of the info file
+    songs: pd.DataFrame  # playlist_id, song_id in playlist order
+    song_info: pd.DataFrame  # song_id, name, artist
+
+    def song_lists(self) -> dict[str, list[str]]:
+        """playlist_id -> its song IDs in playlist order (playlists without songs omitted)."""
+        return {pid: g.tolist() for pid, g in self.songs.groupby("playlist_id", sort=False)["song_id"]}
+
+
+def _first_bad_utf8_line(path: Path) -> tuple[int, str] | None:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return lineno, f"byte 0x{raw[e.start]:02x} at column {e.start + 1}"
+    return None
+
+
+def read_csv_strings(path: Path, required: dict[str, str]) -> pd.DataFrame:
+    """Read a CSV with every column as a string. `required` maps column -> config field naming it."""
+    path = require_file(path, MADE_BY)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError:
+        line, where = _first_bad_utf8_line(path) or (0, "unknown position")
+        raise PipelineError(f"{path}, line {line}: not valid UTF-8 ({where}); re-save the file as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise PipelineError(f"{path}: the file is empty; it needs a header row and data rows") from None
+    except pd.errors.ParserError as e:
+        raise PipelineError(f"{path}: malformed CSV ({str(e).strip()}); fix the row's field count or quoting") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        fixes = ", ".join(f"--data.{required[c]}=<column>" for c in missing)
+        raise PipelineError(f"{path}: missing column(s) {missing}; found {list(df.columns)}; "
+                            f"rename them or set {fixes}")
+    for col in required:
+        empty = np.flatnonzero(df[col].str.strip().eq("").to_numpy())
+        if len(empty):
+            raise PipelineError(f"{path}, line {empty[0] + 2}: empty {col!r}; every row needs one")
+    return df
+
+
+def _check_unique(df: pd.DataFrame, col: str, path: Path) -> None:
+    dup = np.flatnonzero(df[col].duplicated().to_numpy())
+    if len(dup):
+        row = dup[0]
+        raise PipelineError(f"{path}, line {row + 2}: duplicate {col} {df[col].iloc[row]!r}; "
+                            f"each {col} may appear once")
+
+
+def load_playlists(cfg) -> Playlists:
+    d = cfg.data
+    info = read_csv_strings(cfg.playlist_info_path, {d.playlist_id_col: "playlist_id_col", d.title_col: "title_col"})
+    _check_unique(info, d.playlist_id_col, cfg.playlist_info_path)
+    info = info.rename(columns={d.playlist_id_col: "playlist_id", d.title_col: "title"})
+
+    songs = read_csv_strings(cfg.playlist_song_path,
+                             {d.ps_playlist_col: "ps_playlist_col", d.ps_song_col: "ps_song_col"})
+    songs = songs.rename(columns={d.ps_playlist_col: "playlist_id", d.ps_song_col: "song_id"})
+    songs = songs[["playlist_id", "song_id"]]
+    known = songs["playlist_id"].isin(set(info["playlist_id"]))
+    if not known.all():
+        log.warning("%s: %s rows name a playlist missing from %s; they are ignored",
+                    cfg.playlist_song_path, f"{int((~known).sum()):,}", cfg.playlist_info_path.name)
+        songs = songs[known].reset_index(drop=True)
+
+    song_info = read_csv_strings(cfg.song_info_path, {d.song_id_col: "song_id_col", d.song_name_col: "song_name_col",
+                                                      d.artist_col: "artist_col"})
+    _check_unique(song_info, d.song_id_col, cfg.song_info_path)
+    song_info = song_info.rename(columns={d.song_id_col: "song_id", d.song_name_col: "name", d.artist_col: "artist"})
+    unnamed = ~songs["song_id"].isin(set(song_info["song_id"]))
+    if unnamed.any():
+        log.warning("%s distinct playlist songs have no row in %s; shown as 'unknown'",
+                    f"{songs.loc[unnamed, 'song_id'].nunique():,}", cfg.song_info_path.name)
+    log.info("loaded %s playlists, %s playlist entries, %s songs with names",
+             f"{len(info):,}", f"{len(songs):,}", f"{len(song_info):,}")
+    return Playlists(info=info, songs=songs, song_info=song_info[["song_id", "name", "artist"]])
+
+
+def _scan_vectors(path: Path, n_cols: int) -> None:
+    """Slow path: find the first bad row of a song-vector file and raise on it."""
+    seen = {}
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise PipelineError(f"{path}, line {lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); "
+                                    "re-save the file as UTF-8") from None
+            if lineno == 1 or not line.strip():
+                continue
+            row = next(csv.reader([line]))
+            if len(row) != n_cols:
+                raise PipelineError(f"{path}, line {lineno}: {len(row)} fields where the header has {n_cols}; "
+                                    "every row needs the song id and one value per dimension")
+            _check_vector_row(path, lineno, row, seen)
+
+
+def _check_vector_row(path: Path, lineno: int, row: list[str], seen: dict) -> None:
+    for col, cell in enumerate(row[1:], 2):
+        try:
+            value = float(cell)
+        except ValueError:
+            raise PipelineError(f"{path}, line {lineno}, column {col}: {cell!r} is not a number") from None
+        if not math.isfinite(value):
+            raise PipelineError(f"{path}, line {lineno}, column {col}: {cell!r} is not finite; "
+                                "replace NaN/inf or drop the song")
+    if row[0] in seen:
+        raise PipelineError(f"{path}, line {lineno}: duplicate song id {row[0]!r} (first on line {seen[row[0]]}); "
+                            "keep one vector per song")
+    if not row[0].strip():
+        raise PipelineError(f"{path}, line {lineno}: empty song id")
+    seen[row[0]] = lineno
+
+
+def load_song_vectors(path, made_by: str = MADE_BY) -> tuple[list[str], np.ndarray]:
+    """Song IDs (strings) and their vectors (float32, any dimension inferred from the header)."""
+    path = require_file(path, made_by)
+    with open(path, "rb") as f:
+        try:
+            header = next(csv.reader([f.readline().decode("utf-8")]), [])
+        except UnicodeDecodeError:
+            raise PipelineError(f"{path}, line 1: not valid UTF-8; re-save the file as UTF-8") from None
+    if len(header) < 2:
+        raise PipelineError(f"{path}, line 1: expected a header of a song-id column and at least one "
+                            f"dimension column, found {header}")
+    try:
+        df = pd.read_csv(path, dtype={header[0]: str}, keep_default_na=False, encoding="utf-8",
+                         engine="c", float_precision="high")
+        ids = df.iloc[:, 0].astype(str)
+        X = df.iloc[:, 1:].to_numpy(dtype=np.float32)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
+        _scan_vectors(path, len(header))
+        raise PipelineError(f"{path}: could not be read as a CSV of song vectors") from None
+    if len(df) == 0:
+        raise PipelineError(f"{path}: no song vectors after the header")
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    dup = np.flatnonzero(ids.duplicated().to_numpy())
+    empty = np.flatnonzero(ids.str.strip().eq("").to_numpy())
+    first = min([r[0] for r in (bad, dup, empty) if len(r)], default=None)
+    if first is not None:
+        _scan_vectors(path, len(header))  # names the exact problem on that row
+    log.info("loaded %s song vectors of dimension %d from %s", f"{len(ids):,}", X.shape[1], path)
+    return ids.tolist(), X
+
+
+def write_csv(path, df: pd.DataFrame) -> None:
+    from .io import atomic_write
+
+    with atomic_write(path) as f:
+        df.to_csv(f, index=False)
