@@ -1,0 +1,297 @@
+"""Title -> playlist: constrained decoding over real semantic-ID clusters, then clusters -> songs.
+
+`ClusterTrie` holds the prefix trie of the semantic-ID tuples that exist as tensors;
+`TrieLogitsProcessor` masks the logits of a whole batch per step (beam search or sampling), so
+every generated tuple is a real cluster, EOS comes only at a tuple boundary once the target
+number of songs is reached, and (optionally) no cluster repeats within a row. The processor is
+stateless: each step it re-reads the row's tokens (rows are reordered by beam search), which
+costs a few small tensor operations per step.
+
+`SongIndex` maps clusters to their songs (most popular in the training split first) with names
+and artists; it is cached as a compact JSON file so generate_playlist.py starts quickly.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import tokens as tok
+from .io import PipelineError, atomic_write
+
+log = logging.getLogger(__name__)
+
+PICKS = ("random", "popular", "weighted")
+MODES = ("beam", "sample")
+
+
+class ClusterTrie:
+    """Prefix trie of the existing tuples. Nodes are numbered depth by depth (root = 0)."""
+
+    def __init__(self, clusters, codebook_sizes):
+        import torch
+
+        self.levels, self.width = len(codebook_sizes), max(codebook_sizes)
+        clusters = sorted(set(map(tuple, clusters)))
+        if not clusters or any(len(c) != self.levels for c in clusters):
+            raise PipelineError(f"semantic IDs: expected non-empty tuples of {self.levels} codes")
+        prefixes = sorted({c[:d] for c in clusters for d in range(self.levels + 1)}, key=lambda p: (len(p), p))
+        node = {p: i for i, p in enumerate(prefixes)}
+        n_internal = sum(len(p) < self.levels for p in prefixes)
+        child = np.full((n_internal, self.width), -1, dtype=np.int64)  # node, code -> child node
+        anc = np.full((len(prefixes), self.levels + 1), -1, dtype=np.int64)  # node, depth -> ancestor
+        for p, i in node.items():
+            anc[i, :len(p) + 1] = [node[p[:d]] for d in range(len(p) + 1)]
+            if p:
+                child[node[p[:-1]], p[-1]] = i
+        leaf_count = np.zeros(len(prefixes), dtype=np.int64)  # clusters below each node
+        np.add.at(leaf_count, anc[[node[c] for c in clusters]].ravel(), 1)
+        self.child, self.anc, self.leaf_count = (torch.from_numpy(a) for a in (child, anc, leaf_count))
+        self.clusters = clusters
+
+    def to(self, device):
+        for name in ("child", "anc", "leaf_count"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+class TrieLogitsProcessor:
+    """A transformers LogitsProcessor: only trie continuations, EOS at tuple boundaries.
+
+    Rows look like [decoder_start, t1, t2, ...]. `min_tuples`: EOS is blocked before this many
+    complete tuples (unless a row has nowhere left to go); `max_tuples`: EOS is forced after.
+    """
+
+    def __init__(self, trie: ClusterTrie, token_ids, vocab_size: int, eos_id: int,
+                 min_tuples: int = 0, max_tuples: int | None = None, no_repeat: bool = True):
+        import torch
+
+        self.trie, self.eos, self.no_repeat = trie, eos_id, no_repeat
+        self.min_tuples, self.max_tuples = min_tuples, max_tuples
+        L, K = trie.levels, trie.width
+        self.code_of = torch.full((L, vocab_size), -1, dtype=torch.long)  # level, token id -> code
+        self.tok_ids = []  # per level: token ids of codes 0..K_l-1
+        for lvl, ids in enumerate(token_ids):
+            ids = torch.as_tensor(ids, dtype=torch.long)
+            self.code_of[lvl, ids] = torch.arange(len(ids))
+            self.tok_ids.append(ids)
+        self.width = K
+        self.device = None
+
+    def _to(self, device):
+        if self.device != device:
+            self.trie.to(device)
+            self.code_of = self.code_of.to(device)
+            self.tok_ids = [t.to(device) for t in self.tok_ids]
+            self.device = device
+
+    def _walk(self, node, toks, start_level: int, dead):
+        """Follow `toks` (..., n) from `node` (...) starting at trie level `start_level`."""
+        for j in range(toks.shape[-1]):
+            code = self.code_of[start_level + j, toks[..., j]]
+            nxt = self.trie.child[node, code.clamp(min=0)]
+            dead = dead | (code < 0) | (nxt < 0)
+            node = nxt.clamp(min=0)
+        return node, dead
+
+    def _exhausted(self, gen, node, pos: int, n_done: int):
+        """(rows, K): codes at level `pos` that lead only to clusters this row already used."""
+        import torch
+
+        trie, rows = self.trie, gen.shape[0]
+        tup = gen[:, :n_done * trie.levels].reshape(rows, n_done, trie.levels)
+        start = torch.zeros((rows, n_done), dtype=torch.long, device=gen.device)
+        leaf, bad = self._walk(start, tup, 0, torch.zeros_like(start, dtype=torch.bool))
+        under_node = ~bad & (trie.anc[leaf, pos] == node[:, None])  # used clusters below the current prefix
+        idx = torch.where(under_node, self.code_of[pos, tup[:, :, pos]], self.width)
+        used = torch.zeros((rows, self.width + 1), dtype=torch.long, device=gen.device)
+        used.scatter_add_(1, idx, torch.ones_like(idx))
+        cand = trie.child[node]
+        return (cand >= 0) & (used[:, :-1] >= trie.leaf_count[cand.clamp(min=0)])
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        self._to(scores.device)
+        L = self.trie.levels
+        gen = input_ids[:, 1:]
+        rows, T = gen.shape
+        pos, n_done = T % L, T // L
+        dead = (gen == self.eos).any(1) if T else torch.zeros(rows, dtype=torch.bool, device=gen.device)
+        node, dead = self._walk(torch.zeros(rows, dtype=torch.long, device=gen.device),
+                                gen[:, n_done * L:], 0, dead)
+        allowed = self.trie.child[node] >= 0
+        if self.no_repeat and n_done:
+            allowed &= ~self._exhausted(gen, node, pos, n_done)
+        ids = self.tok_ids[pos]
+        mask = torch.zeros_like(scores, dtype=torch.bool)
+        mask[:, ids] = allowed[:, :len(ids)]
+        end = dead | ~mask.any(1)
+        if pos == 0 and n_done >= self.min_tuples:
+            end = torch.ones_like(end)
+        if pos == 0 and self.max_tuples is not None and n_done >= self.max_tuples:
+            dead = torch.ones_like(dead)
+        mask[dead] = False
+        mask[:, self.eos] = end | dead
+        return scores.masked_fill(~mask, float("-inf"))
+
+
+# ---------------------------------------------------------------- clusters -> songs
+class SongIndex:
+    """Clusters -> songs (most frequent in training playlists first), and song names/artists."""
+
+    def __init__(self, cluster_songs: dict, counts: dict, names: dict):
+        self.cluster_songs = cluster_songs  # tuple -> [song_id, ...], most popular first
+        self.counts = counts  # song_id -> training-playlist occurrences (songs with IDs)
+        self.names = names  # song_id -> (name, artist)
+        self.song_cluster = {s: c for c, songs in cluster_songs.items() for s in songs}
+
+    @classmethod
+    def build(cls, song_to_ids: dict, train_counts: dict, song_info) -> "SongIndex":
+        groups = {}
+        for sid, t in song_to_ids.items():
+            groups.setdefault(t, []).append(sid)
+        cluster_songs = {t: sorted(s, key=lambda x: (-train_counts.get(x, 0), x)) for t, s in sorted(groups.items())}
+        info = song_info[song_info["song_id"].isin(song_to_ids.keys())]
+        names = dict(zip(info["song_id"], zip(info["name"], info["artist"])))
+        counts = {s: int(train_counts[s]) for s in song_to_ids if train_counts.get(s, 0)}
+        return cls(cluster_songs, counts, names)
+
+    def name(self, song_id: str) -> tuple[str, str]:
+        return self.names.get(song_id, ("unknown", "unknown"))
+
+    def save(self, path, sources: dict) -> None:
+        obj = {"version": 1, "sources": sources,
+               "clusters": [[list(t), [[s, self.counts.get(s, 0)] for s in songs]]
+                            for t, songs in self.cluster_songs.items()],
+               "names": {s: list(v) for s, v in self.names.items()}}
+        with atomic_write(path) as f:
+            json.dump(obj, f, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def load(cls, path, sources: dict | None = None) -> "SongIndex | None":
+        """The cached index, or None when it is missing or was built from other input files."""
+        try:
+            obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if obj.get("version") != 1 or (sources is not None and obj.get("sources") != sources):
+            return None
+        cluster_songs = {tuple(t): [s for s, _ in songs] for t, songs in obj["clusters"]}
+        counts = {s: n for _, songs in obj["clusters"] for s, n in songs if n}
+        return cls(cluster_songs, counts, {s: tuple(v) for s, v in obj["names"].items()})
+
+
+def file_stamps(paths) -> dict:
+    """path -> [size, mtime_ns]: what a cache was built from."""
+    out = {}
+    for p in paths:
+        st = os.stat(p)
+        out[str(Path(p).resolve())] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def pick_songs(tuples, index: SongIndex, pick: str, rng, used=None) -> list[tuple[str, tuple]]:
+    """One song per cluster, never the same song twice; clusters with no song left are skipped.
+
+    pick=popular: the cluster's most frequent training song not yet used; random: uniform;
+    weighted: proportional to (training occurrences + 1).
+    """
+    if pick not in PICKS:
+        raise PipelineError(f"unknown pick {pick!r}; use one of {PICKS}")
+    used = set() if used is None else used
+    out = []
+    for t in tuples:
+        cands = [s for s in index.cluster_songs.get(tuple(t), ()) if s not in used]
+        if not cands:
+            continue
+        if pick == "popular":
+            song = cands[0]
+        elif pick == "random":
+            song = cands[rng.integers(len(cands))]
+        else:
+            w = np.array([index.counts.get(s, 0) + 1.0 for s in cands])
+            song = cands[rng.choice(len(cands), p=w / w.sum())]
+        used.add(song)
+        out.append((song, tuple(t)))
+    return out
+
+
+def fill_from_clusters(picked: list[str], tuples, index: SongIndex, k: int) -> list[str]:
+    """Extend a song list to `k` with the other songs of its clusters, round robin, popular first."""
+    out, seen = list(picked[:k]), set(picked)
+    pools = [[s for s in index.cluster_songs.get(tuple(t), ()) if s not in seen] for t in dict.fromkeys(tuples)]
+    depth = 0
+    while len(out) < k and any(len(p) > depth for p in pools):
+        for p in pools:
+            if depth < len(p) and p[depth] not in seen and len(out) < k:
+                out.append(p[depth])
+                seen.add(p[depth])
+        depth += 1
+    return out
+
+
+# ---------------------------------------------------------------- model -> tuples
+class PlaylistGenerator:
+    """A trained title -> semantic-ID model plus the trie of existing clusters."""
+
+    def __init__(self, model, tokenizer, meta: dict, clusters, device="cpu"):
+        self.model, self.tokenizer, self.meta, self.device = model, tokenizer, meta, device
+        self.levels, self.scheme = int(meta["levels"]), meta.get("token_scheme", "level")
+        sizes = [int(k) for k in meta["codebook_sizes"]]
+        self.max_source_len = int(meta.get("max_source_len", 64))
+        self.trie = ClusterTrie(clusters, sizes)
+        self.token_ids = [tokenizer.convert_tokens_to_ids([tok.token(lvl, c, self.scheme) for c in range(k)])
+                          for lvl, k in enumerate(sizes)]
+        flat = [i for ids in self.token_ids for i in ids]
+        if None in flat or tokenizer.unk_token_id in flat:
+            raise PipelineError("the model's tokenizer lacks semantic-ID tokens for these IDs; "
+                                "re-run `python prepare_corpus.py` and `python train_tiger.py`")
+        self.eos = tokenizer.eos_token_id
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.valid = set(self.trie.clusters)
+
+    def processor(self, num_songs: int, no_repeat: bool = True) -> TrieLogitsProcessor:
+        return TrieLogitsProcessor(self.trie, self.token_ids, self.vocab_size, self.eos,
+                                   min_tuples=num_songs, max_tuples=num_songs, no_repeat=no_repeat)
+
+    def _generate_kwargs(self, g, num_songs: int) -> dict:
+        if g.mode not in MODES:
+            raise PipelineError(f"unknown generate.mode {g.mode!r}; use one of {MODES}")
+        n_tokens = self.levels * num_songs
+        kw = {"max_new_tokens": n_tokens + 1}
+        if g.mode == "beam":
+            kw.update(num_beams=g.num_beams, do_sample=False)
+        else:
+            kw.update(num_beams=1, do_sample=True, temperature=g.temperature, top_p=g.top_p, top_k=0)
+        if g.constrained:
+            from transformers import LogitsProcessorList
+
+            kw["logits_processor"] = LogitsProcessorList([self.processor(num_songs, g.no_repeat_cluster)])
+        else:
+            kw["min_new_tokens"] = n_tokens
+        return kw
+
+    def generate(self, texts: list[str], g, num_songs: int | None = None, seed: int = 0,
+                 batch_offset: int = 0) -> list[list[tuple]]:
+        """Source texts -> generated tuples per text (invalid ones kept when unconstrained).
+
+        `g` is a GenerateConfig. Batch b (counted from `batch_offset`) is seeded with seed + b, so a
+        text's result does not depend on how the work is split across processes.
+        """
+        import torch
+
+        num_songs = g.num_songs if num_songs is None else num_songs
+        kw = self._generate_kwargs(g, num_songs)
+        out = []
+        for b, start in enumerate(range(0, len(texts), g.batch_size)):
+            enc = self.tokenizer(list(texts[start:start + g.batch_size]), padding=True, truncation=True,
+                                 max_length=self.max_source_len, return_tensors="pt").to(self.device)
+            torch.manual_seed(seed + batch_offset + b)
+            with torch.inference_mode():
+                seqs = self.model.generate(**enc, **kw)
+            for row in seqs.tolist():
+                out.append(tok.decode(self.tokenizer.convert_ids_to_tokens(row), self.levels, self.scheme))
+        return out

@@ -1,0 +1,128 @@
+"""Evaluation metrics: semantic-ID sequences, cluster expansion, and song-level ranking.
+
+Sequence metrics treat each semantic-ID token (`<a_12>`) as one unit. rouge_score's default
+tokenizer would turn `<id_12>` into the two words `id 12`, so ROUGE-L is computed with a
+whitespace tokenizer. Song-level metrics follow the RecSys Challenge 2018: R-precision,
+NDCG@K with the 1/log2(rank + 1) discount (the challenge's reference code), Recall@K.
+"""
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+METRIC_KEYS = ("rouge_l", "bleu4", "tuple_f1", "cluster_precision", "cluster_recall", "cluster_f1",
+               "expanded_songs", "r_precision", "ndcg@{k}", "recall@{k}", "validity",
+               "distinct_clusters", "distinct_artists", "songs")
+
+
+class WhitespaceTokenizer:
+    """For rouge_score: one semantic-ID token is one unit."""
+
+    def tokenize(self, text):
+        return text.split() if isinstance(text, str) else list(text)
+
+
+_ROUGE = None
+
+
+def _rouge_scorer():
+    global _ROUGE
+    if _ROUGE is None:
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=WhitespaceTokenizer())
+    return _ROUGE
+
+
+def rouge_l(hyp_tokens: Sequence[str], ref_tokens: Sequence[str]) -> float:
+    """ROUGE-L F1 with each token as one unit."""
+    if not hyp_tokens or not ref_tokens:
+        return 0.0
+    return _rouge_scorer().score(" ".join(ref_tokens), " ".join(hyp_tokens))["rougeL"].fmeasure
+
+
+def bleu4(hyp_tokens: Sequence[str], ref_tokens: Sequence[str]) -> float:
+    """Sentence BLEU-4 (uniform weights, nltk smoothing method 1)."""
+    if not hyp_tokens or not ref_tokens:
+        return 0.0
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    return float(sentence_bleu([list(ref_tokens)], list(hyp_tokens), smoothing_function=SmoothingFunction().method1))
+
+
+def f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
+def tuple_f1(gen: Iterable[tuple], ref: Iterable[tuple]) -> float:
+    """F1 over the sets of semantic-ID tuples."""
+    gen, ref = set(gen), set(ref)
+    if not gen or not ref:
+        return 0.0
+    hit = len(gen & ref)
+    return f1(hit / len(gen), hit / len(ref))
+
+
+def cluster_expansion(gen_clusters: Iterable[tuple], real_songs: Iterable[str],
+                      cluster_songs: dict[tuple, Sequence[str]]) -> dict[str, float]:
+    """Expand generated clusters to every song in them and compare with the real songs.
+
+    precision = real songs covered / songs the clusters expand to; recall = real songs covered /
+    real songs; `expanded_songs` is the expansion size, so one giant cluster cannot look perfect.
+    """
+    expanded = set()
+    for c in set(gen_clusters):
+        expanded.update(cluster_songs.get(c, ()))
+    real = set(real_songs)
+    hit = len(expanded & real)
+    p = hit / len(expanded) if expanded else 0.0
+    r = hit / len(real) if real else 0.0
+    return {"cluster_precision": p, "cluster_recall": r, "cluster_f1": f1(p, r), "expanded_songs": len(expanded)}
+
+
+def _dedupe(ranked: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(ranked))
+
+
+def r_precision(ranked: Sequence[str], truth: Iterable[str]) -> float:
+    """Relevant songs among the first |truth| recommendations, over |truth|."""
+    truth = set(truth)
+    if not truth:
+        return 0.0
+    return len(truth.intersection(_dedupe(ranked)[:len(truth)])) / len(truth)
+
+
+def ndcg_at_k(ranked: Sequence[str], truth: Iterable[str], k: int) -> float:
+    truth = set(truth)
+    if not truth:
+        return 0.0
+    ranked = _dedupe(ranked)[:k]
+    dcg = sum(1.0 / math.log2(i + 2) for i, s in enumerate(ranked) if s in truth)
+    idcg = sum(1.0 / math.log2(i + 2) for i in range(min(len(truth), k)))
+    return dcg / idcg
+
+
+def recall_at_k(ranked: Sequence[str], truth: Iterable[str], k: int) -> float:
+    truth = set(truth)
+    if not truth:
+        return 0.0
+    return len(truth.intersection(_dedupe(ranked)[:k])) / len(truth)
+
+
+def song_metrics(ranked: Sequence[str], truth: Iterable[str], k: int) -> dict[str, float]:
+    truth = set(truth)
+    return {"r_precision": r_precision(ranked, truth), f"ndcg@{k}": ndcg_at_k(ranked, truth, k),
+            f"recall@{k}": recall_at_k(ranked, truth, k)}
+
+
+def sequence_metrics(gen_tokens: Sequence[str], ref_tokens: Sequence[str],
+                     gen_tuples: Sequence[tuple], ref_tuples: Sequence[tuple]) -> dict[str, float]:
+    return {"rouge_l": rouge_l(gen_tokens, ref_tokens), "bleu4": bleu4(gen_tokens, ref_tokens),
+            "tuple_f1": tuple_f1(gen_tuples, ref_tuples)}
+
+
+def mean_table(rows: Sequence[dict]) -> dict[str, float]:
+    """Average each numeric key over playlists (keys missing from a row are skipped for that row)."""
+    keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, int | float)))
+    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}

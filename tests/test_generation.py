@@ -1,0 +1,134 @@
+import numpy as np
+import pytest
+import torch
+
+from playlist_gen.generation import ClusterTrie, SongIndex, TrieLogitsProcessor, fill_from_clusters, pick_songs
+
+K, EOS = 8, 1
+LEVEL_TOKENS = [list(range(3, 3 + K)), list(range(3 + K, 3 + 2 * K))]  # <a_c>, <b_c> token ids
+VOCAB = 3 + 2 * K
+
+
+def tiny_t5(seed=0):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = T5Config(vocab_size=VOCAB, d_model=16, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2,
+                   d_kv=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=EOS)
+    return T5ForConditionalGeneration(cfg).eval()
+
+
+def to_tuples(row):
+    """Generated ids after the decoder start -> tuples; asserts EOS sits at a tuple boundary."""
+    gen = row[1:]
+    if EOS in gen:
+        end = gen.index(EOS)
+        assert end % 2 == 0, f"EOS inside a tuple: {row}"
+        assert all(t == 0 for t in gen[end + 1:]), f"tokens after EOS: {row}"
+        gen = gen[:end]
+    assert len(gen) % 2 == 0
+    tuples = []
+    for a, b in zip(gen[::2], gen[1::2]):
+        assert a in LEVEL_TOKENS[0] and b in LEVEL_TOKENS[1], row
+        tuples.append((a - 3, b - 3 - K))
+    return tuples
+
+
+CLUSTERS = sorted({(a, b) for a in range(K) for b in range(K) if (a * 3 + b * 5) % 7 < 2})
+
+
+@pytest.mark.parametrize("mode", [dict(num_beams=3), dict(do_sample=True, top_p=0.9, temperature=2.0, top_k=0),
+                                  dict(num_beams=1, do_sample=False)])
+def test_constrained_generation_yields_real_distinct_clusters(mode):
+    model, trie = tiny_t5(), ClusterTrie(CLUSTERS, [K, K])
+    n = 6
+    proc = TrieLogitsProcessor(trie, LEVEL_TOKENS, VOCAB, EOS, min_tuples=n, max_tuples=n)
+    torch.manual_seed(1)
+    x = torch.randint(3, VOCAB, (5, 7))
+    out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=2 * n + 1,
+                         logits_processor=[proc], **mode)
+    for row in out.tolist():
+        tuples = to_tuples(row)
+        assert len(tuples) == n
+        assert set(tuples) <= set(CLUSTERS)
+        assert len(set(tuples)) == n
+
+
+def test_unconstrained_random_model_makes_invalid_tuples():
+    """The control for the test above: without the trie a random model leaves the cluster set."""
+    model = tiny_t5()
+    torch.manual_seed(1)
+    x = torch.randint(3, VOCAB, (5, 7))
+    out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=13, min_new_tokens=12)
+    pairs = [tuple(row[i:i + 2]) for row in out.tolist() for i in range(1, 13, 2)]
+    valid = {(3 + a, 3 + K + b) for a, b in CLUSTERS}
+    assert sum(p not in valid for p in pairs) > len(pairs) // 2
+
+
+def _mask(proc, prefix):
+    ids = torch.tensor([[0] + prefix])
+    return proc(ids, torch.zeros(1, VOCAB))[0] > float("-inf")
+
+
+def test_processor_masks_by_hand():
+    trie = ClusterTrie([(0, 0), (0, 1), (1, 0)], [K, K])
+    a, b = LEVEL_TOKENS
+    proc = TrieLogitsProcessor(trie, LEVEL_TOKENS, VOCAB, EOS, min_tuples=1, max_tuples=5)
+    assert _mask(proc, []).nonzero().flatten().tolist() == [a[0], a[1]]  # no EOS before the first tuple
+    assert _mask(proc, [a[0]]).nonzero().flatten().tolist() == [b[0], b[1]]
+    # (1, 0) used: level-0 code 1 leads only to used clusters, EOS now allowed at the boundary
+    assert _mask(proc, [a[1], b[0]]).nonzero().flatten().tolist() == [EOS, a[0]]
+    assert _mask(proc, [a[1], b[0], a[0]]).nonzero().flatten().tolist() == [b[0], b[1]]
+    assert _mask(proc, [a[1], b[0], a[0], b[1]]).nonzero().flatten().tolist() == [EOS, a[0]]
+    assert _mask(proc, [a[1], b[0], a[0], b[1], a[0]]).nonzero().flatten().tolist() == [b[0]]
+    # every cluster used: only EOS, even below min_tuples
+    strict = TrieLogitsProcessor(trie, LEVEL_TOKENS, VOCAB, EOS, min_tuples=9, max_tuples=9)
+    assert _mask(strict, [a[1], b[0], a[0], b[1], a[0], b[0]]).nonzero().flatten().tolist() == [EOS]
+    # without no-repeat a used cluster stays allowed; a finished row only continues with EOS
+    free = TrieLogitsProcessor(trie, LEVEL_TOKENS, VOCAB, EOS, min_tuples=1, no_repeat=False)
+    assert _mask(free, [a[1], b[0]]).nonzero().flatten().tolist() == [EOS, a[0], a[1]]
+    assert _mask(free, [a[1], b[0], EOS, 0]).nonzero().flatten().tolist() == [EOS]
+    assert _mask(proc, [a[0], b[0], a[1], b[0], a[0], b[1], a[0]]).nonzero().flatten().tolist() == [EOS]
+
+
+def test_trie_counts_three_levels():
+    trie = ClusterTrie([(0, 1, 2), (0, 1, 3), (0, 2, 0), (4, 0, 0)], [5, 5, 5])
+    assert trie.leaf_count[0] == 4
+    root_children = trie.child[0]
+    assert (root_children >= 0).nonzero().flatten().tolist() == [0, 4]
+    assert trie.leaf_count[root_children[0]] == 3
+
+
+@pytest.fixture
+def index():
+    songs = {("x", 0): ["p1", "p2", "p3"], ("y", 0): ["q1"], ("z", 0): ["r1", "r2"]}
+    counts = {"p1": 10, "p2": 5, "p3": 1, "q1": 2, "r1": 3}
+    return SongIndex(songs, counts, {"p1": ("Song P1", "Artist")})
+
+
+def test_pick_songs_never_repeats(index):
+    tuples = [("x", 0), ("x", 0), ("y", 0), ("y", 0), ("x", 0), ("x", 0)]
+    for pick in ("popular", "random", "weighted"):
+        out = pick_songs(tuples, index, pick, np.random.default_rng(0))
+        songs = [s for s, _ in out]
+        assert len(songs) == len(set(songs)) == 4  # 3 from x, 1 from y, the rest skipped
+    assert [s for s, _ in pick_songs(tuples, index, "popular", None)] == ["p1", "p2", "q1", "p3"]
+    draws = {tuple(s for s, _ in pick_songs([("x", 0)], index, "random", np.random.default_rng(i))) for i in range(30)}
+    assert len(draws) == 3
+    a = pick_songs(tuples, index, "weighted", np.random.default_rng(5))
+    assert a == pick_songs(tuples, index, "weighted", np.random.default_rng(5))
+
+
+def test_fill_from_clusters_round_robin(index):
+    filled = fill_from_clusters(["p2"], [("x", 0), ("z", 0), ("y", 0)], index, 5)
+    assert filled == ["p2", "p1", "r1", "q1", "p3"]
+    assert fill_from_clusters(["p2"], [("x", 0)], index, 10) == ["p2", "p1", "p3"]
+
+
+def test_song_index_cache_round_trip(index, tmp_path):
+    path = tmp_path / "index.json"
+    index.save(path, {"a": [1, 2]})
+    back = SongIndex.load(path, {"a": [1, 2]})
+    assert back.cluster_songs == index.cluster_songs and back.counts == index.counts
+    assert back.name("p1") == ("Song P1", "Artist") and back.name("zz") == ("unknown", "unknown")
+    assert SongIndex.load(path, {"a": [1, 3]}) is None  # built from other files
