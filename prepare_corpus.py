@@ -1,0 +1,39 @@
+"""Stage 2: turn playlists into (title -> semantic-ID sequence) pairs and write seeded train/val/test splits.
+
+Reads the playlists (data_dir) and the semantic IDs of stage 1 (output_dir), writes train.tsv, val.tsv,
+test.tsv (columns glid, title, target) and corpus_meta.json with the counts, the token scheme and the
+codebook sizes later stages read.
+"""
+
+import logging
+
+from playlist_gen import corpus
+from playlist_gen.cli import parse_config, run_script, save_config
+from playlist_gen.data import load_playlists
+from playlist_gen.io import PipelineError, write_json
+from playlist_gen.semantic_ids import load_semantic_ids
+
+log = logging.getLogger(__name__)
+
+
+def main(argv=None):
+    cfg = parse_config(argv, __doc__)
+    cc = cfg.corpus
+    song_to_ids, id_meta = load_semantic_ids(cfg)
+    playlists = load_playlists(cfg)
+    pairs, counts = corpus.build_pairs(playlists, song_to_ids, cc, cfg.seed)
+    labels = corpus.split_labels(pairs["key"], cc.split, cc.val_fraction, cc.test_fraction, cfg.seed)
+    sizes = {split: int((labels == split).sum()) for split in corpus.SPLITS}
+    if sizes["train"] == 0 or (cc.val_fraction > 0 and sizes["val"] == 0):
+        raise PipelineError(f"splits {sizes} leave no training or validation playlists ({len(pairs):,} playlists "
+                            "kept); check the data, --corpus.min_songs and the split fractions")
+    for split in corpus.SPLITS:
+        corpus.write_split(cfg.split_path(split), pairs[labels == split])
+    corpus.log_counts(counts, sizes)
+    write_json(cfg.corpus_meta_path, corpus.corpus_meta(cc, counts, sizes, id_meta, cfg.seed))
+    save_config(cfg, "prepare_corpus")
+    log.info("wrote %s and %s", ", ".join(str(cfg.split_path(s)) for s in corpus.SPLITS), cfg.corpus_meta_path)
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,142 @@
+import csv
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import prepare_corpus
+from config import Config
+from playlist_gen import corpus, tokens
+from playlist_gen.io import PipelineError, read_json
+from playlist_gen.semantic_ids import read_semantic_ids, save_outputs
+
+THEMES = ["chill", "workout", "深夜emo 🌙", "road trip", "party 🎉", "睡前 sleep", "rainy day", "throwback"]
+
+
+def make_world(root, n_playlists=160, n_songs=240, levels=2, k=8, seed=0, missing_ids=10) -> list[str]:
+    """Tiny playlists whose songs follow their title's theme, and semantic IDs for all but `missing_ids` songs.
+    Returns the override arguments pointing a stage at it."""
+    rng = np.random.default_rng(seed)
+    cfg = Config(data_dir=str(root / "data"), output_dir=str(root / "out"), model_dir=str(root / "models"))
+    (root / "data").mkdir(parents=True)
+    songs = [f"{1000 + i}" for i in range(n_songs)]
+    theme_of = rng.integers(0, len(THEMES), n_songs)
+    info, entries = [], []
+    for p in range(n_playlists):
+        t = p % len(THEMES)
+        title = f"{THEMES[t]} {p % 5}" if p % 3 else f"  {THEMES[t].upper()}\t"  # repeats, odd spacing
+        info.append({"glid": f"p{p}", "listname": title, "tags": "mood" if p % 2 else ""})
+        pool = [s for s, th in zip(songs, theme_of) if th == t]
+        entries += [{"special_gid": f"p{p}", "mixsongid": s} for s in rng.choice(pool, rng.integers(3, 12))]
+    info.append({"glid": "empty", "listname": "no songs", "tags": ""})
+    pd.DataFrame(info).to_csv(cfg.playlist_info_path, index=False)
+    pd.DataFrame(entries).to_csv(cfg.playlist_song_path, index=False)
+    pd.DataFrame({"mixsongid": songs, "songname": songs, "singername": "x"}).to_csv(cfg.song_info_path, index=False)
+    codes = np.stack([theme_of % k] + [rng.integers(0, k, n_songs) for _ in range(levels - 1)], axis=1)
+    kept = slice(missing_ids, None)
+    save_outputs(cfg, "fixture", songs[kept], codes[kept],
+                 {"method": "fixture", "levels": levels, "codebook_sizes": [k] * levels, "dim": 4})
+    return [f"--data_dir={cfg.data_dir}", f"--output_dir={cfg.output_dir}", f"--model_dir={cfg.model_dir}"]
+
+
+def config_for(args) -> Config:
+    return Config(**{a.split("=")[0][2:]: a.split("=", 1)[1] for a in args})
+
+
+@pytest.fixture
+def world(tmp_path):
+    return make_world(tmp_path)
+
+
+def test_corpus_round_trip(world):
+    prepare_corpus.main(world + ["--corpus.max_songs=6", "--corpus.extra_columns=tags"])
+    cfg = config_for(world)
+    meta = read_json(cfg.corpus_meta_path, "")
+    ids = read_semantic_ids(cfg.semantic_ids_path)
+    songs = pd.read_csv(cfg.playlist_song_path, dtype=str)
+    titles = pd.read_csv(cfg.playlist_info_path, dtype=str, keep_default_na=False).set_index("glid")
+    n_rows = 0
+    for split in corpus.SPLITS:
+        df = corpus.read_split(cfg, split)
+        assert len(df) == meta["splits"][split]
+        n_rows += len(df)
+        for glid, title, target in df.itertuples(index=False):
+            expected = [ids[s] for s in songs.loc[songs.special_gid == glid, "mixsongid"] if s in ids][:6]
+            assert tokens.decode(target, 2) == expected  # order kept, whole tuples, truncated to 6 songs
+            assert len(target.split()) == 2 * len(expected)
+            raw = titles.loc[glid]
+            assert title == corpus.clean_text(raw.listname) + (" | mood" if raw.tags else "")
+    assert n_rows == meta["playlists_out"] == 160
+    missing = songs["mixsongid"].map(lambda s: s not in ids).sum()
+    assert meta["songs_without_ids"] == missing > 0
+    assert meta["songs_in"] == len(songs)
+    assert meta["playlists_without_songs"] == 1
+    assert meta["codebook_sizes"] == [8, 8] and meta["token_scheme"] == "level" and meta["max_songs"] == 6
+    assert meta["songs_truncated"] > 0
+
+
+def test_grouped_split_keeps_each_title_in_one_split(world):
+    prepare_corpus.main(world + ["--corpus.val_fraction=0.2", "--corpus.test_fraction=0.2"])
+    cfg = config_for(world)
+    keys = {s: {corpus.title_key(t.split(" | ")[0]) for t in corpus.read_split(cfg, s)["title"]}
+            for s in corpus.SPLITS}
+    assert all(keys.values())
+    assert not (keys["train"] & keys["val"]) and not (keys["train"] & keys["test"]) and not (keys["val"] & keys["test"])
+
+
+def test_split_is_seeded_and_sized():
+    keys = pd.Series([f"t{i % 50}" for i in range(1000)])
+    a = corpus.split_labels(keys, "random", 0.1, 0.2, seed=1)
+    assert (a == corpus.split_labels(keys, "random", 0.1, 0.2, seed=1)).all()
+    assert (a != corpus.split_labels(keys, "random", 0.1, 0.2, seed=2)).any()
+    assert abs((a == "test").sum() - 200) <= 1 and abs((a == "val").sum() - 100) <= 1
+    g = corpus.split_labels(keys, "grouped", 0.1, 0.2, seed=1)
+    assert 100 <= (g == "test").sum() <= 240 and (g == "val").sum() >= 20
+
+
+def test_orders_and_collapse(tmp_path):
+    world = make_world(tmp_path, missing_ids=0)
+    cfg = config_for(world)
+    for order in ("sorted", "shuffled"):
+        prepare_corpus.main(world + [f"--corpus.order={order}", "--corpus.val_fraction=0", "--corpus.test_fraction=0",
+                                     "--corpus.max_songs=100", "--corpus.token_scheme=shared"])
+        df = corpus.read_split(cfg, "train")
+        assert all(t.startswith("<id_") for t in df["target"])
+        if order == "sorted":
+            songs = pd.read_csv(cfg.playlist_song_path, dtype=str)
+            first = songs.groupby("special_gid")["mixsongid"].apply(lambda s: min(s, key=int))
+            ids = read_semantic_ids(cfg.semantic_ids_path)
+            assert all(tokens.decode(t, 2, "shared")[0] == ids[first[g]] for g, t in zip(df.glid, df.target))
+    prepare_corpus.main(world + ["--corpus.collapse_repeats", "--corpus.min_songs=3"])
+    meta = read_json(cfg.corpus_meta_path, "")
+    assert meta["repeats_collapsed"] > 0 and meta["playlists_too_short"] > 0
+    for split in corpus.SPLITS:
+        for target in corpus.read_split(cfg, split)["target"]:
+            t = tokens.decode(target, 2)
+            assert len(t) >= 3 and all(a != b for a, b in zip(t, t[1:]))
+
+
+def test_missing_semantic_ids_says_what_to_run(tmp_path):
+    with pytest.raises(PipelineError, match="train_rq_kmeans.py"):
+        prepare_corpus.main([f"--data_dir={tmp_path}", f"--output_dir={tmp_path}"])
+
+
+def test_tsv_quoting_survives_tabs_quotes_and_newlines(tmp_path):
+    df = pd.DataFrame({"glid": ["a", "b"], "title": ['say "hi"\there', "深夜\nemo 🌙"], "target": ["<a_1> <b_2>", ""]})
+    cfg = Config(output_dir=str(tmp_path))
+    corpus.write_split(cfg.split_path("train"), df)
+    back = corpus.read_split(cfg, "train")
+    assert back.equals(df)
+    with open(cfg.split_path("train"), newline="", encoding="utf-8") as f:
+        assert next(csv.reader(f, delimiter="\t")) == ["glid", "title", "target"]
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=30))
+def test_clean_text_is_stable(text):
+    once = corpus.clean_text(text)
+    assert corpus.clean_text(once) == once
+    assert "\t" not in once and "\n" not in once and once == once.strip()
+    if once.isascii():
+        assert corpus.title_key(text) == corpus.title_key(once.upper())
