@@ -103,27 +103,34 @@ class TigerConfig:
 
     model_name: str = "scratch"  # scratch | a local path to a pretrained T5
     sp_vocab_size: int = 2000  # SentencePiece vocabulary (scratch), capped by what the titles allow
+    lowercase: bool = True  # scratch tokenizer folds case ("Chill" = "chill")
     d_model: int = 128
     d_ff: int = 512
     num_layers: int = 2
     num_decoder_layers: int = 2
     num_heads: int = 4
     d_kv: int = 32
+    feed_forward_proj: str = "relu"  # relu | gated-gelu (T5 v1.1)
+    tie_embeddings: bool = True
     dropout: float = 0.1
-    max_source_len: int = 48
-    batch_size: int = 32
+    max_source_len: int = 48  # title tokens
+    batch_size: int = 32  # per device
     lr: float = 2e-3
+    lr_scheduler: str = "linear"  # any transformers scheduler name
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
     epochs: float = 30.0
     max_steps: int = -1  # > 0 overrides epochs
     grad_clip: float = 1.0
     eval_steps: int = 200
-    save_steps: int = 200
+    save_steps: int = 200  # a multiple of eval_steps
     save_total_limit: int = 2
+    logging_steps: int = 50
     early_stopping_patience: int = 5  # evaluations without a better val loss
-    precision: str = "auto"  # auto (bf16 where supported, else fp32) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 where supported, else fp32) | fp32 | bf16; never fp16
     num_workers: int = 0
+    threads: int = 0  # torch CPU threads per process; 0 = torch's default (the cores, split among processes)
+    resume: bool = True  # continue from the last complete checkpoint; false deletes the checkpoints
 
 
 @dataclass

@@ -42,7 +42,7 @@ def make_world(root, n_playlists=160, n_songs=240, levels=2, k=8, seed=0, missin
 
 
 def config_for(args) -> Config:
-    return Config(**{a.split("=")[0][2:]: a.split("=", 1)[1] for a in args})
+    return Config(**{a.split("=")[0][2:]: a.split("=", 1)[1] for a in args if "." not in a.split("=")[0]})
 
 
 @pytest.fixture

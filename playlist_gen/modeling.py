@@ -1,0 +1,140 @@
+"""The T5 title -> semantic-ID model: its tokenizer, building it, saving it and loading it back.
+
+`scratch`: a SentencePiece unigram tokenizer trained on the training titles (byte fallback, so any
+Chinese character or emoji encodes without `<unk>`) plus every semantic-ID token as one whole token,
+and a T5 sized by `TigerConfig`. A local path instead: that T5 and its tokenizer, with the semantic-ID
+tokens added and the embeddings resized. Nothing is ever downloaded.
+
+Stage 4 loads the result with `load_tiger(model_dir, device) -> (model, tokenizer, meta)`.
+"""
+
+import io
+import logging
+from pathlib import Path
+
+from . import tokens
+from .io import PipelineError, atomic_dir, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+META_FILE = "tiger_meta.json"
+MADE_BY = "run `python train_tiger.py` first"
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"  # ids 0, 1, 2 in a scratch vocabulary, as in T5
+_MIN_SP_VOCAB = 300  # 256 byte pieces + specials + a few characters; the data may allow fewer pieces
+
+
+def semantic_tokens(meta: dict) -> list[str]:
+    """Every semantic-ID token of a corpus/model, from its metadata (never from config defaults)."""
+    return tokens.vocabulary(meta["codebook_sizes"], meta["token_scheme"])
+
+
+def train_sentencepiece(texts, vocab_size: int, seed: int) -> list[tuple[str, float]]:
+    """A unigram model of `texts` -> its (piece, score) list; ids 0/1/2 are <pad>, </s>, <unk>."""
+    import sentencepiece as spm
+
+    texts = [t for t in texts if t.strip()] or ["a"]
+    proto = io.BytesIO()
+    spm.set_random_generator_seed(seed)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=proto, model_type="unigram",
+        vocab_size=max(vocab_size, _MIN_SP_VOCAB), hard_vocab_limit=False,  # cap: what the titles allow
+        byte_fallback=True, character_coverage=0.9995, normalization_rule_name="identity",  # text is NFKC already
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
+        split_digits=False, num_threads=1, minloglevel=2,
+    )
+    sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
+    return [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+
+
+def scratch_tokenizer(texts, semantic: list[str], vocab_size: int, lowercase: bool, seed: int):
+    """A fast tokenizer (saved as tokenizer.json, loads with AutoTokenizer) over the titles + semantic tokens."""
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = train_sentencepiece([t.lower() if lowercase else t for t in texts], vocab_size, seed)
+    backend = Tokenizer(Unigram(pieces, unk_id=2, byte_fallback=True))
+    backend.normalizer = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([  # spaces between semantic tokens make no token
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+    backend.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}",
+                                                           special_tokens=[(EOS, 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+    tok.add_tokens([AddedToken(t, normalized=False) for t in semantic])
+    log.info("tokenizer: %s title pieces + %s semantic-ID tokens", f"{len(pieces):,}", f"{len(semantic):,}")
+    return tok
+
+
+def pretrained_tokenizer(path: str, semantic: list[str]):
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    added = tok.add_tokens([AddedToken(t, normalized=False) for t in semantic])
+    log.info("%s: added %s semantic-ID tokens to its tokenizer", path, f"{added:,}")
+    return tok
+
+
+def check_tokenizer(tok, semantic: list[str]) -> None:
+    """Each semantic-ID token must be one known token, or targets would silently change."""
+    ids = tok.convert_tokens_to_ids(semantic)
+    bad = [t for t, i in zip(semantic, ids) if i is None or i == tok.unk_token_id]
+    if bad or tok.pad_token_id is None or tok.eos_token_id is None:
+        raise PipelineError(f"tokenizer lacks semantic-ID tokens {bad[:5]} or pad/eos tokens; "
+                            "delete the checkpoint folder and train again")
+
+
+def build_tokenizer(tc, train_texts, semantic: list[str], seed: int):
+    if tc.model_name == "scratch":
+        return scratch_tokenizer(train_texts, semantic, tc.sp_vocab_size, tc.lowercase, seed)
+    if not Path(tc.model_name).is_dir():
+        raise PipelineError(f"--tiger.model_name={tc.model_name!r}: use `scratch` or a local folder with a "
+                            "pretrained T5 (no downloads)")
+    return pretrained_tokenizer(tc.model_name, semantic)
+
+
+def build_model(tc, tok):
+    """A fresh T5 sized by config (scratch) or a local pretrained one, embeddings matching the tokenizer."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    if tc.model_name == "scratch":
+        config = T5Config(
+            vocab_size=len(tok), d_model=tc.d_model, d_ff=tc.d_ff, d_kv=tc.d_kv, num_heads=tc.num_heads,
+            num_layers=tc.num_layers, num_decoder_layers=tc.num_decoder_layers, dropout_rate=tc.dropout,
+            feed_forward_proj=tc.feed_forward_proj, tie_word_embeddings=tc.tie_embeddings,
+            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
+        )
+        model = T5ForConditionalGeneration(config)
+    else:
+        model = T5ForConditionalGeneration.from_pretrained(tc.model_name, local_files_only=True)
+        model.resize_token_embeddings(len(tok))
+    n = sum(p.numel() for p in model.parameters())
+    log.info("T5: %s parameters, vocabulary %s", f"{n:,}", f"{len(tok):,}")
+    return model
+
+
+def save_final(model, tok, meta: dict, final_dir) -> Path:
+    """Model, tokenizer and tiger_meta.json, swapped into place only when complete."""
+    with atomic_dir(final_dir) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        write_json(Path(tmp) / META_FILE, meta)
+    return Path(final_dir)
+
+
+def load_tiger(model_dir, device="cpu"):
+    """(model in eval mode on `device`, tokenizer, meta) from a folder written by train_tiger.py.
+
+    meta: semantic_ids (method, levels, codebook_sizes, dim), token_scheme, levels, codebook_sizes,
+    max_source_len, max_target_len, extra_columns, max_songs, lowercase.
+    """
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    meta = read_json(model_dir / META_FILE, f"{model_dir} has no trained model; {MADE_BY}")
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+    check_tokenizer(tok, semantic_tokens(meta))
+    return model, tok, meta

@@ -1,0 +1,275 @@
+"""Stage 3 training: encoded splits, the Seq2SeqTrainer set-up, resuming, the baseline and the loss curve.
+
+Runs the same on one device and under `torchrun --nproc_per_node=N` (GPUs with NCCL, CPU processes with
+gloo): the Trainer owns devices, precision and checkpoints; only rank 0 writes anything else.
+"""
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from .io import PipelineError, atomic_write, read_json, write_json
+from .modeling import EOS
+
+log = logging.getLogger(__name__)
+
+RUN_INFO = "run_info.json"  # in the checkpoint folder: what the checkpoints were trained on
+ARCH_FIELDS = ("model_name", "sp_vocab_size", "lowercase", "d_model", "d_ff", "num_layers", "num_decoder_layers",
+               "num_heads", "d_kv", "feed_forward_proj", "tie_embeddings", "max_source_len")
+
+
+def encode_split(tok, df, max_source_len: int) -> list[dict]:
+    """Rows (title, target) -> {input_ids, attention_mask, labels}; labels are the target tokens + </s>."""
+    enc = tok(list(df["title"]), truncation=True, max_length=max_source_len)
+    vocab = tok.get_vocab()
+    out = []
+    for lineno, (ids, mask, target) in enumerate(zip(enc["input_ids"], enc["attention_mask"], df["target"]), 2):
+        try:
+            labels = [vocab[t] for t in target.split()] + [tok.eos_token_id]
+        except KeyError as e:
+            raise PipelineError(f"split file line {lineno}: target token {e.args[0]!r} is not in the tokenizer; "
+                                "re-run `python prepare_corpus.py` after the semantic IDs changed") from None
+        out.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
+    return out
+
+
+def title_blind_loss(train_targets, val_targets, semantic: list[str]) -> float:
+    """Cross-entropy (nats per target token, </s> included) of val targets under the training unigram
+    frequencies of the semantic tokens + </s>, add-one smoothed: the loss of a model that ignores titles."""
+    counts = Counter(t for target in train_targets for t in target.split())
+    counts[EOS] += len(train_targets)
+    denominator = sum(counts.values()) + len(semantic) + 1
+    total = n = 0
+    for target in val_targets:
+        for t in target.split() + [EOS]:
+            total -= math.log((counts[t] + 1) / denominator)
+            n += 1
+    return total / max(n, 1)
+
+
+@torch.no_grad()
+def token_loss(model, features: list[dict], collator, batch_size: int) -> float:
+    """Mean cross-entropy per target token (nats), over every target token of `features`."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, n = 0.0, 0
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["labels"]))  # little padding
+    for start in range(0, len(order), batch_size):
+        batch = collator([features[i] for i in order[start:start + batch_size]])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(**batch).logits.float()
+        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
+                                                   ignore_index=-100, reduction="sum").item()
+        n += int((batch["labels"] != -100).sum())
+    return total / max(n, 1)
+
+
+def fingerprint(tc, corpus_meta: dict) -> dict:
+    """What checkpoints must share with the current run to be resumed."""
+    corpus_hash = hashlib.sha256(json.dumps(corpus_meta, sort_keys=True).encode()).hexdigest()[:16]
+    return {"corpus": corpus_hash, **{k: getattr(tc, k) for k in ARCH_FIELDS}}
+
+
+def complete_checkpoint(ckpt_dir) -> Path | None:
+    """The newest checkpoint-N folder that was fully written (trainer_state.json is saved last)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    ckpt_dir = Path(ckpt_dir)
+    found = []
+    for p in ckpt_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        step = p.name.rsplit("-", 1)[-1]
+        if step.isdigit() and (p / "trainer_state.json").exists():
+            found.append((int(step), p))
+    return max(found)[1] if found else None
+
+
+def prepare_checkpoint_dir(ckpt_dir, fp: dict, resume: bool) -> Path | None:
+    """Rank 0: the checkpoint to resume from (or None), after checking it was made for this run.
+
+    A folder from another corpus/config without complete checkpoints is cleared; incomplete
+    checkpoints (a run killed while saving) are deleted so the Trainer never picks one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = Path(ckpt_dir)
+    info_path = ckpt_dir / RUN_INFO
+    old = read_json(info_path, "") if info_path.exists() else None
+    last = complete_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
+    if resume and last is not None and old != fp:
+        raise PipelineError(f"{ckpt_dir} holds checkpoints of a different corpus or model config; delete it or "
+                            "pass --tiger.resume=false to start over")
+    if ckpt_dir.exists() and (not resume or old != fp):
+        log.info("starting over: removing %s", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+        last = None
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    while (newest := get_last_checkpoint(str(ckpt_dir))) and Path(newest) != last:
+        log.warning("removing incomplete checkpoint %s (interrupted while saving)", newest)
+        shutil.rmtree(newest)
+    write_json(info_path, fp)
+    return last
+
+
+def loss_rows(log_history: list[dict]) -> list[dict]:
+    """Trainer log history -> one row per logged step: step, epoch, train_loss, val_loss (blank if absent)."""
+    rows: dict[int, dict] = {}
+    for rec in log_history:
+        if "loss" in rec or "eval_loss" in rec:
+            row = rows.setdefault(rec["step"], {"step": rec["step"], "epoch": rec.get("epoch", ""),
+                                                "train_loss": "", "val_loss": ""})
+            if "loss" in rec:
+                row["train_loss"] = rec["loss"]
+            if "eval_loss" in rec:
+                row["val_loss"] = rec["eval_loss"]
+    return [rows[s] for s in sorted(rows)]
+
+
+def write_loss_curve(rows: list[dict], csv_path, png_path, title_blind: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with atomic_write(csv_path) as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "epoch", "train_loss", "val_loss"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        pts = [(r["step"], r[key]) for r in rows if r[key] != ""]
+        if pts:
+            ax.plot(*zip(*pts), marker="." if key == "val_loss" else None, label=label)
+    ax.axhline(title_blind, color="gray", linestyle="--", label="title-blind baseline")
+    ax.set(xlabel="step", ylabel="cross-entropy per target token (nats)", title="TIGER training")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(png_path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+
+
+def training_arguments(cfg):
+    """Seq2SeqTrainingArguments for this run; creating them sets up torch.distributed under torchrun."""
+    from transformers import Seq2SeqTrainingArguments
+
+    tc = cfg.tiger
+    cuda = torch.cuda.is_available()
+    if tc.precision not in ("auto", "fp32", "bf16"):
+        raise PipelineError(f"--tiger.precision={tc.precision!r}: use auto, fp32 or bf16 (fp16 overflows in T5)")
+    if tc.eval_steps < 1 or tc.save_steps % tc.eval_steps:
+        raise PipelineError(f"--tiger.save_steps={tc.save_steps} must be a multiple of --tiger.eval_steps="
+                            f"{tc.eval_steps} (the best checkpoint is chosen at evaluations)")
+    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # set by torchrun
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(cfg.checkpoint_dir), seed=cfg.seed, data_seed=cfg.seed, report_to="none",
+        per_device_train_batch_size=tc.batch_size, per_device_eval_batch_size=tc.batch_size * 2,
+        learning_rate=tc.lr, weight_decay=tc.weight_decay, warmup_steps=tc.warmup_ratio, max_grad_norm=tc.grad_clip,
+        num_train_epochs=tc.epochs, max_steps=tc.max_steps, lr_scheduler_type=tc.lr_scheduler,
+        eval_strategy="steps", eval_steps=tc.eval_steps, save_strategy="steps", save_steps=tc.save_steps,
+        save_total_limit=tc.save_total_limit, load_best_model_at_end=True, metric_for_best_model="eval_loss",
+        greater_is_better=False, restore_callback_states_from_checkpoint=True, prediction_loss_only=True,
+        logging_strategy="steps", logging_steps=tc.logging_steps, disable_tqdm=False,
+        bf16=bf16, use_cpu=not cuda, ddp_backend="gloo" if distributed and not cuda else None,
+        ddp_find_unused_parameters=False, dataloader_num_workers=tc.num_workers, remove_unused_columns=False,
+    )
+    if tc.threads > 0:  # after the arguments: accelerate sets its own default for CPU processes
+        torch.set_num_threads(tc.threads)
+    return args
+
+
+def token_mean_loss(outputs, labels, num_items_in_batch=None):
+    """Cross-entropy summed over target tokens / the batch's target tokens (over all devices when the Trainer
+    counts them). T5's own loss is a per-device mean that ignores num_items_in_batch, which the Trainer then
+    multiplies by the number of processes; this keeps loss and gradients right under torchrun."""
+    logits = outputs["logits"]
+    total = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+                                              reduction="sum")
+    n = num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum()
+    return total / n
+
+
+def make_trainer(model, tok, args, train_features, val_features, patience: int):
+    """A Seq2SeqTrainer whose training batches group playlists of similar target length (little padding)."""
+    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Seq2SeqTrainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class TigerTrainer(Seq2SeqTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            data = self.train_dataset if train_dataset is None else train_dataset
+            lengths = [len(f["labels"]) * 1024 + len(f["input_ids"]) for f in data]  # target length first
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=lengths)
+
+    collator = DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100)
+    return TigerTrainer(model=model, args=args, train_dataset=train_features, eval_dataset=val_features,
+                        data_collator=collator, processing_class=tok, compute_loss_func=token_mean_loss,
+                        callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)])
+
+
+def load_corpus(cfg):
+    """(corpus meta, semantic-ID meta, train rows, val rows), checked to belong together."""
+    from .corpus import read_corpus_meta, read_split
+    from .semantic_ids import read_meta
+
+    corpus_meta = read_corpus_meta(cfg)
+    id_meta = read_meta(cfg.semantic_meta_path)
+    if [int(k) for k in id_meta["codebook_sizes"]] != corpus_meta["codebook_sizes"]:
+        raise PipelineError(f"{cfg.semantic_meta_path} (codebooks {id_meta['codebook_sizes']}) no longer matches "
+                            f"{cfg.corpus_meta_path} ({corpus_meta['codebook_sizes']}); "
+                            "re-run `python prepare_corpus.py`")
+    train_df, val_df = read_split(cfg, "train"), read_split(cfg, "val")
+    if len(train_df) == 0 or len(val_df) == 0:
+        raise PipelineError(f"training needs playlists in both train ({len(train_df):,}) and val ({len(val_df):,}); "
+                            "re-run `python prepare_corpus.py` with --corpus.val_fraction > 0")
+    return corpus_meta, id_meta, train_df, val_df
+
+
+def shared_tokenizer(cfg, args, train_texts, semantic: list[str], fp: dict):
+    """Rank 0 prepares the checkpoint folder and builds (or keeps) the tokenizer there; every rank then
+    loads that same saved tokenizer. Returns (tokenizer, checkpoint to resume from or None)."""
+    from transformers import AutoTokenizer
+
+    from .modeling import build_tokenizer, check_tokenizer
+
+    tok_dir = Path(cfg.checkpoint_dir) / "tokenizer"
+    with args.main_process_first(desc="checkpoint folder and tokenizer"):
+        if args.process_index == 0:
+            last = prepare_checkpoint_dir(cfg.checkpoint_dir, fp, cfg.tiger.resume)
+            if not (tok_dir / "tokenizer_config.json").exists():
+                build_tokenizer(cfg.tiger, train_texts, semantic, cfg.seed).save_pretrained(tok_dir)
+        else:
+            last = complete_checkpoint(cfg.checkpoint_dir)
+        tok = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+    check_tokenizer(tok, semantic)
+    return tok, last
+
+
+def final_meta(tc, corpus_meta: dict, id_meta: dict, **extra) -> dict:
+    """tiger_meta.json: what generation needs to rebuild inputs and parse outputs."""
+    return {
+        "semantic_ids": {k: id_meta[k] for k in ("method", "levels", "codebook_sizes", "dim")},
+        **{k: corpus_meta[k] for k in ("token_scheme", "levels", "codebook_sizes", "max_songs", "extra_columns",
+                                        "order")},
+        "max_source_len": tc.max_source_len, "max_target_len": corpus_meta["max_songs"] * corpus_meta["levels"] + 1,
+        "lowercase": tc.lowercase, "model_name": tc.model_name, **extra,
+    }
+
+
+def summary(trainer, val_loss: float, blind: float, seconds: float, resumed_from, n_train: int, n_val: int) -> dict:
+    state = trainer.state
+    return {
+        "val_loss": val_loss, "title_blind_loss": blind, "steps": state.global_step, "epochs": state.epoch,
+        "best_step": state.best_global_step, "best_eval_loss": state.best_metric, "train_seconds": seconds,
+        "resumed_from_step": resumed_from, "train_playlists": n_train, "val_playlists": n_val,
+        "world_size": trainer.args.world_size, "device": str(trainer.args.device),
+        "precision": "bf16" if trainer.args.bf16 else "fp32",
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+    }

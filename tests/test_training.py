@@ -1,0 +1,118 @@
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import unicodedata
+from pathlib import Path
+
+import psutil
+import pytest
+from test_corpus import config_for, make_world
+
+import prepare_corpus
+import train_tiger
+from playlist_gen import modeling, tokens, training
+from playlist_gen.io import PipelineError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--tiger.d_model=32", "--tiger.d_ff=64", "--tiger.num_layers=1", "--tiger.num_decoder_layers=1",
+        "--tiger.num_heads=2", "--tiger.d_kv=16", "--tiger.batch_size=16", "--tiger.logging_steps=2",
+        "--tiger.sp_vocab_size=320", "--tiger.threads=1"]
+SEMANTIC = tokens.vocabulary([8, 8])
+
+
+@pytest.fixture
+def corpus_world(tmp_path):
+    args = make_world(tmp_path) + ["--corpus.max_songs=8", "--corpus.val_fraction=0.15"]
+    prepare_corpus.main(args)
+    return args
+
+
+def test_tokenizer_keeps_semantic_tokens_whole_and_never_unk(tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = modeling.scratch_tokenizer(["chill vibes", "workout mix", "road trip 2017"] * 5, SEMANTIC, 500, True, 0)
+    tok.save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    target = "<a_3> <b_7> <a_0> <b_0>"
+    ids = tok(target)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == target.split() + ["</s>"]
+    assert len(set(tok.convert_tokens_to_ids(SEMANTIC))) == len(SEMANTIC)
+    for text in ["深夜emo 🌙", "你好世界 🎧🔥 mixed Ünïcödé", "ｆｕｌｌ　ｗｉｄｔｈ", "x<a_1>y"]:
+        ids = tok(text)["input_ids"]
+        assert tok.unk_token_id not in ids
+        assert tok.decode(ids, skip_special_tokens=True).replace(" ", "") == \
+            unicodedata.normalize("NFKC", text).lower().replace(" ", "")
+
+
+def test_title_blind_loss_is_unigram_cross_entropy():
+    train, val = ["<a_0> <b_1>", "<a_0> <b_0>"], ["<a_0> <b_1>"]
+    semantic = tokens.vocabulary([2, 2])  # 4 tokens + </s>: denominator = 6 train tokens + 5
+    expected = -(math.log(3 / 11) + math.log(2 / 11) + math.log(3 / 11)) / 3
+    assert training.title_blind_loss(train, val, semantic) == pytest.approx(expected)
+
+
+def test_train_single_process_and_reload(corpus_world):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    train_tiger.main(corpus_world + TINY + ["--tiger.max_steps=12", "--tiger.eval_steps=4", "--tiger.save_steps=4"])
+    cfg = config_for(corpus_world)
+    summary = json.loads(cfg.train_summary_path.read_text())
+    assert summary["steps"] == 12 and summary["world_size"] == 1
+    assert summary["title_blind_loss"] > 0 and summary["val_loss"] > 0
+    # the final model is the best checkpoint, and our per-token loss agrees with the Trainer's
+    assert summary["val_loss"] == pytest.approx(summary["best_eval_loss"], rel=0.02)
+    model = AutoModelForSeq2SeqLM.from_pretrained(cfg.final_model_dir)
+    tok = AutoTokenizer.from_pretrained(cfg.final_model_dir)
+    assert tok.convert_tokens_to_ids("<b_7>") != tok.unk_token_id and model.config.vocab_size == len(tok)
+    model, tok, meta = modeling.load_tiger(cfg.final_model_dir)
+    assert meta["codebook_sizes"] == [8, 8] and meta["token_scheme"] == "level" and meta["max_songs"] == 8
+    assert meta["semantic_ids"]["method"] == "fixture"
+    out = model.generate(**tok(["深夜emo 🌙"], return_tensors="pt"), max_new_tokens=4, do_sample=False)
+    assert len(tok.convert_ids_to_tokens(out[0])) >= 2
+    rows = cfg.loss_curve_csv_path.read_text().splitlines()
+    assert rows[0] == "step,epoch,train_loss,val_loss" and len(rows) >= 4
+    assert cfg.loss_curve_png_path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_load_tiger_says_what_to_run(tmp_path):
+    with pytest.raises(PipelineError, match="train_tiger.py"):
+        modeling.load_tiger(tmp_path / "nothing")
+
+
+def _run(cmd, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kw)
+
+
+def test_torchrun_two_processes_resume_after_kill(corpus_world):
+    """2 CPU processes (gloo): kill the run once a checkpoint is complete; the same command then resumes."""
+    cfg = config_for(corpus_world)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "train_tiger.py", *corpus_world, *TINY, "--tiger.max_steps=40", "--tiger.eval_steps=5",
+           "--tiger.save_steps=5", "--tiger.early_stopping_patience=100"]
+    proc = _run(cmd)
+    deadline = time.time() + 120
+    while training.complete_checkpoint(cfg.checkpoint_dir) is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    for child in psutil.Process(proc.pid).children(recursive=True):  # the workers, then torchrun
+        child.kill()
+    proc.kill()
+    log = proc.communicate()[0]
+    last = training.complete_checkpoint(cfg.checkpoint_dir)
+    assert last is not None, log[-3000:]
+    assert not cfg.final_model_dir.exists()
+    step = int(last.name.split("-")[1])
+    assert step < 40
+    proc = _run(cmd)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log[-3000:]
+    summary = json.loads(cfg.train_summary_path.read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 40
+    assert summary["val_loss"] == pytest.approx(summary["best_eval_loss"], rel=0.05)  # not scaled by 2 processes
+    assert summary["resumed_from_step"] == step
+    assert f"resuming from {last}" in log
+    assert modeling.load_tiger(cfg.final_model_dir)[2]["levels"] == 2

@@ -1,0 +1,61 @@
+"""Stage 3: train the T5 model that maps a playlist title to a sequence of semantic-ID tokens.
+
+Reads train.tsv/val.tsv and corpus_meta.json (output_dir), trains with early stopping on validation
+loss, checkpointing every --tiger.save_steps to model_dir/tiger_checkpoints and resuming from the last
+checkpoint when re-run. Writes model_dir/tiger_final (model, tokenizer, tiger_meta.json), the loss
+curve and train_summary.json. One device: `python train_tiger.py`; several: `torchrun
+--nproc_per_node=N train_tiger.py` (GPUs, or CPU processes with gloo).
+"""
+
+import logging
+import time
+
+from transformers import set_seed
+
+from playlist_gen import training
+from playlist_gen.cli import parse_config, run_script, save_config
+from playlist_gen.io import write_json
+from playlist_gen.modeling import build_model, save_final, semantic_tokens
+
+log = logging.getLogger(__name__)
+
+
+def main(argv=None):
+    cfg = parse_config(argv, __doc__)
+    tc = cfg.tiger
+    corpus_meta, id_meta, train_df, val_df = training.load_corpus(cfg)
+    args = training.training_arguments(cfg)  # sets up torch.distributed under torchrun
+    is_main = args.process_index == 0
+    if not is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    semantic = semantic_tokens(corpus_meta)
+    fp = training.fingerprint(tc, corpus_meta)
+    tok, last = training.shared_tokenizer(cfg, args, list(train_df["title"]), semantic, fp)
+    set_seed(cfg.seed)  # same initial weights on every rank
+    model = build_model(tc, tok)
+    train_features = training.encode_split(tok, train_df, tc.max_source_len)
+    val_features = training.encode_split(tok, val_df, tc.max_source_len)
+    trainer = training.make_trainer(model, tok, args, train_features, val_features, tc.early_stopping_patience)
+    if last:
+        log.info("resuming from %s", last)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    seconds = time.perf_counter() - start
+    if is_main:
+        val_loss = training.token_loss(trainer.model, val_features, trainer.data_collator, tc.batch_size * 2)
+        blind = training.title_blind_loss(train_df["target"], val_df["target"], semantic)
+        meta = training.final_meta(tc, corpus_meta, id_meta, val_loss=val_loss, title_blind_loss=blind)
+        save_final(trainer.model, tok, meta, cfg.final_model_dir)
+        training.write_loss_curve(training.loss_rows(trainer.state.log_history), cfg.loss_curve_csv_path,
+                                  cfg.loss_curve_png_path, blind)
+        resumed = int(last.name.rsplit("-", 1)[1]) if last else None
+        write_json(cfg.train_summary_path, training.summary(trainer, val_loss, blind, seconds, resumed,
+                                                            len(train_df), len(val_df)))
+        save_config(cfg, "train_tiger")
+        print(f"val_loss {val_loss:.4f} vs title_blind_loss {blind:.4f} (nats per target token); "
+              f"{trainer.state.global_step:,} steps in {seconds:.0f} s; model in {cfg.final_model_dir}")
+    trainer.accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    run_script(main)
