@@ -61,6 +61,7 @@ class RQKMeansConfig:
     vocab_size: int = 64  # codes per level
     n_iter: int = 20
     backend: str = "auto"  # auto (own torch k-means, GPU when present) | torch | faiss
+    device: str = "auto"  # auto | cpu | cuda (torch backend; faiss uses its GPUs when it has any)
     normalize: bool = True  # L2-normalise song vectors first (cosine geometry)
 
 

@@ -1,0 +1,289 @@
+"""k-means behind one interface, and residual k-means (RQ-KMeans) built on it.
+
+`make_kmeans(backend, seed, device)` picks the implementation and the device once, like faiss
+`contrib/clustering.py` (`DatasetAssign` / `DatasetAssignGPU`); callers never branch on CUDA:
+
+- `TorchKMeans` (default): our own Lloyd iterations in PyTorch, on the GPU when torch sees one.
+  Assignment is one big fp32 matmul per chunk of points into a preallocated buffer (points carry
+  an extra 1 and centroids carry -|c|²/2, so the nearest centroid is the row-wise max of
+  X·Cᵀ), the centroid update one `index_add_` (the extra column sums to the cluster sizes).
+- `FaissKMeans`: `faiss.Kmeans` on every point (no subsampling), on the GPUs faiss has.
+
+Both start from k distinct random points (seeded) and re-seed an empty cluster by splitting a
+large one with a small symmetric perturbation (faiss `split_clusters`).
+"""
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .io import PipelineError, atomic_write, require_file
+
+log = logging.getLogger(__name__)
+
+SPLIT_EPS = 1.0 / 1024  # faiss' relative perturbation when a cluster is split
+CODEBOOKS_FILE = "codebooks.npz"  # in cfg.method_dir(method)
+
+
+@dataclass
+class KMeansResult:
+    centroids: np.ndarray  # (k, d) float32
+    assign: np.ndarray  # (n,) int64: nearest final centroid of every point
+    inertia: float  # sum of squared distances to the final centroids
+    obj: list[float] = field(default_factory=list)  # sum of squared distances at each iteration's assignment
+    n_split: int = 0  # empty clusters re-seeded
+    train_s: float = 0.0  # seconds spent in the iterations
+
+
+SMALL_WORK = 1 << 26  # multiply-adds per iteration below which one thread beats thread start-up/barriers
+
+
+@contextlib.contextmanager
+def threads_for(work: int):
+    """One CPU thread for tiny problems (on a busy machine the barriers dominate), the default otherwise."""
+    before = torch.get_num_threads()
+    if work < SMALL_WORK:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def l2_normalize(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return (X / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def n_distinct(X: np.ndarray) -> int:
+    rows = np.ascontiguousarray(X).view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+    return len(np.unique(rows))
+
+
+def _init_indices(n: int, k: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).choice(n, size=k, replace=False)
+
+
+def split_empty(centroids: torch.Tensor, counts: np.ndarray, rng: np.random.Generator) -> int:
+    """Give every empty cluster half of a large cluster (picked with probability ~ size - 1)."""
+    empty = np.flatnonzero(counts == 0)
+    sign = torch.ones(centroids.shape[1], device=centroids.device)
+    sign[1::2] = -1
+    for n_done, ci in enumerate(empty):
+        weight = np.maximum(counts - 1, 0)
+        if weight.sum() == 0:  # only singletons left: nothing can be split
+            return n_done
+        cj = rng.choice(len(counts), p=weight / weight.sum())
+        centroids[ci] = centroids[cj] * (1 + SPLIT_EPS * sign)
+        centroids[cj] = centroids[cj] * (1 - SPLIT_EPS * sign)
+        counts[ci] = counts[cj] // 2
+        counts[cj] -= counts[ci]
+    return len(empty)
+
+
+class TorchKMeans:
+    """Our k-means; `device` is fixed at construction ("auto": CUDA when available)."""
+
+    name = "torch"
+
+    def __init__(self, seed: int = 0, device: str = "auto", buffer_elems: int = 1 << 24):
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.seed = seed
+        self.buffer_elems = buffer_elems  # distance-buffer size (floats): bounds memory per chunk
+
+    def _augmented(self, X: np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
+        xa = torch.empty(x.shape[0], x.shape[1] + 1, device=self.device)
+        xa[:, :-1] = x
+        xa[:, -1] = 1.0
+        return xa
+
+    def _assign(self, xa: torch.Tensor, ca: torch.Tensor, score: torch.Tensor, idx: torch.Tensor,
+                buf: torch.Tensor) -> None:
+        """score[i] = max_j x_i·c_j - |c_j|²/2 and idx[i] its argmax (= the nearest centroid)."""
+        cat = ca.t().contiguous()
+        rows = buf.shape[0]
+        for s in range(0, xa.shape[0], rows):
+            e = min(s + rows, xa.shape[0])
+            out = buf[: e - s]
+            torch.mm(xa[s:e], cat, out=out)
+            torch.max(out, 1, out=(score[s:e], idx[s:e]))
+
+    def fit(self, X: np.ndarray, k: int, n_iter: int = 20) -> KMeansResult:
+        n, d = X.shape
+        if not 1 <= k <= n:
+            raise ValueError(f"k={k} needs 1 <= k <= n={n}")
+        if self.device.type != "cpu":
+            return self._fit(X, k, n_iter)
+        with threads_for(n * k * d):
+            return self._fit(X, k, n_iter)
+
+    def _fit(self, X: np.ndarray, k: int, n_iter: int) -> KMeansResult:
+        n, d = X.shape
+        xa = self._augmented(X)
+        x_sq = float((xa[:, :d] ** 2).sum())
+        ca = torch.empty(k, d + 1, device=self.device)
+        ca[:, :d] = xa[torch.as_tensor(_init_indices(n, k, self.seed), device=self.device), :d]
+        rows = max(1, min(n, self.buffer_elems // k))
+        buf = torch.empty(rows, k, device=self.device)
+        score = torch.empty(n, device=self.device)
+        idx = torch.empty(n, dtype=torch.long, device=self.device)
+        sums = torch.empty(k, d + 1, device=self.device)
+        rng = np.random.default_rng(self.seed + 1)
+        obj, n_split = [], 0
+        t0 = time.perf_counter()
+        for _ in range(n_iter):
+            ca[:, d] = -0.5 * (ca[:, :d] ** 2).sum(1)
+            self._assign(xa, ca, score, idx, buf)
+            obj.append(x_sq - 2 * float(score.sum()))
+            sums.zero_().index_add_(0, idx, xa)
+            counts = sums[:, d]
+            ca[:, :d] = torch.where(counts[:, None] > 0, sums[:, :d] / counts.clamp(min=1)[:, None], ca[:, :d])
+            counts_np = counts.cpu().numpy()
+            if (counts_np == 0).any():
+                n_split += split_empty(ca[:, :d], counts_np, rng)
+        train_s = time.perf_counter() - t0
+        ca[:, d] = -0.5 * (ca[:, :d] ** 2).sum(1)
+        self._assign(xa, ca, score, idx, buf)
+        inertia = max(0.0, x_sq - 2 * float(score.double().sum()))
+        return KMeansResult(centroids=ca[:, :d].cpu().numpy().copy(), assign=idx.cpu().numpy(), inertia=inertia,
+                            obj=obj, n_split=n_split, train_s=train_s)
+
+
+class FaissKMeans:
+    """faiss.Kmeans on all points; on the GPUs faiss has when `gpu` is None."""
+
+    name = "faiss"
+
+    def __init__(self, seed: int = 0, gpu: bool | None = None):
+        import faiss
+
+        self.faiss = faiss
+        self.seed = seed
+        self.gpu = (faiss.get_num_gpus() > 0) if gpu is None else gpu
+
+    def fit(self, X: np.ndarray, k: int, n_iter: int = 20) -> KMeansResult:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        n, d = X.shape
+        if not 1 <= k <= n:
+            raise ValueError(f"k={k} needs 1 <= k <= n={n}")
+        km = self.faiss.Kmeans(d, k, niter=n_iter, seed=self.seed, gpu=self.gpu, verbose=False,
+                               max_points_per_centroid=math.ceil(n / k) + 1, min_points_per_centroid=1)
+        t0 = time.perf_counter()
+        km.train(X)
+        train_s = time.perf_counter() - t0
+        dist, assign = km.index.search(X, 1)
+        return KMeansResult(centroids=km.centroids.copy(), assign=assign.ravel().astype(np.int64),
+                            inertia=float(dist.astype(np.float64).sum()), obj=[float(o) for o in km.obj],
+                            train_s=train_s)
+
+
+BACKENDS = ("auto", "torch", "faiss")
+
+
+def make_kmeans(backend: str = "auto", seed: int = 0, device: str = "auto"):
+    """The k-means implementation for `backend`, with its device chosen here, once."""
+    if backend in ("auto", "torch"):
+        return TorchKMeans(seed=seed, device=device)
+    if backend == "faiss":
+        return FaissKMeans(seed=seed, gpu=None if device == "auto" else device.startswith("cuda"))
+    raise PipelineError(f"rqkmeans.backend={backend!r} is not a k-means backend; choose one of {', '.join(BACKENDS)}")
+
+
+@dataclass
+class ResidualCodes:
+    codes: np.ndarray  # (n, levels) int64
+    codebooks: list[np.ndarray]  # per level (k_l, d) float32
+    inertia: list[float]  # per level: squared residual left after that level
+    seconds: list[float]  # per level: fit time
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return [len(c) for c in self.codebooks]
+
+
+def reconstruct(codes: np.ndarray, codebooks) -> np.ndarray:
+    """Sum of each song's codebook vectors: the residual quantizer's approximation."""
+    out = np.zeros((len(codes), codebooks[0].shape[-1]), np.float32)
+    for level in range(codes.shape[1]):
+        out += np.asarray(codebooks[level])[codes[:, level]]
+    return out
+
+
+def residual_kmeans(X: np.ndarray, codebook_sizes, kmeans, n_iter: int = 20) -> ResidualCodes:
+    """Fit k-means on the residuals level by level: codes (n, levels) and one codebook per level.
+
+    A level asking for more codes than its residuals have distinct points gets that many
+    codes instead (logged), so tiny catalogues still work.
+    """
+    residual = np.array(X, dtype=np.float32, copy=True)
+    codes = np.zeros((len(X), len(codebook_sizes)), np.int64)
+    codebooks, inertia, seconds = [], [], []
+    for level, k in enumerate(codebook_sizes):
+        distinct = n_distinct(residual)
+        if distinct < k:
+            log.warning("level %d: only %s distinct residuals, so %s codes instead of %s",
+                        level, f"{distinct:,}", f"{distinct:,}", f"{k:,}")
+            k = distinct
+        t0 = time.perf_counter()
+        res = kmeans.fit(residual, k, n_iter)
+        seconds.append(time.perf_counter() - t0)
+        codes[:, level] = res.assign
+        codebooks.append(res.centroids)
+        residual -= res.centroids[res.assign]
+        inertia.append(float(np.square(residual, dtype=np.float64).sum()))
+        log.info("level %d: k=%s, %.1fs, residual energy %.4g, %s clusters split",
+                 level, f"{k:,}", seconds[-1], inertia[-1], f"{res.n_split:,}")
+    return ResidualCodes(codes=codes, codebooks=codebooks, inertia=inertia, seconds=seconds)
+
+
+def code_usage(codes: np.ndarray, codebook_sizes) -> list[dict]:
+    """Per level: share of the codebook in use, code entropy (bits) and perplexity (2**entropy)."""
+    out = []
+    for level, k in enumerate(codebook_sizes):
+        counts = np.bincount(codes[:, level], minlength=k)
+        p = counts[counts > 0] / counts.sum()
+        entropy = float(-(p * np.log2(p)).sum())
+        out.append({"level": level, "codebook_size": int(k), "used": int((counts > 0).sum()),
+                    "usage": float((counts > 0).mean()), "entropy_bits": entropy, "perplexity": 2.0 ** entropy})
+    return out
+
+
+def save_codebooks(path, codebooks, **extra) -> None:
+    """Codebooks as `codebooks` (levels, max k, d) plus `codebook_sizes` and any extra arrays, atomically."""
+    sizes = [len(c) for c in codebooks]
+    stacked = np.zeros((len(codebooks), max(sizes), codebooks[0].shape[1]), np.float32)
+    for level, c in enumerate(codebooks):
+        stacked[level, : len(c)] = c
+    with atomic_write(path, "wb") as f:
+        np.savez(f, codebooks=stacked, codebook_sizes=np.array(sizes), **extra)
+
+
+def load_codebooks(path, made_by: str) -> tuple[list[np.ndarray], dict]:
+    """Per-level codebooks and the other arrays saved with them."""
+    with np.load(require_file(path, made_by)) as z:
+        stacked, sizes = z["codebooks"], z["codebook_sizes"]
+        extra = {k: z[k] for k in z.files if k not in ("codebooks", "codebook_sizes")}
+    return [stacked[level, :k] for level, k in enumerate(sizes)], extra
+
+
+def codebook_sizes(levels: int, vocab_size: int, n_songs: int) -> list[int]:
+    """Codes per level; vocab_size 0 means auto from the catalogue size (see auto_vocab_size)."""
+    if levels < 1 or vocab_size < 0:
+        raise PipelineError(f"levels={levels}, vocab_size={vocab_size}: need levels >= 1 and vocab_size >= 0 "
+                            "(0 = auto from the number of songs)")
+    k = vocab_size or auto_vocab_size(n_songs, levels)
+    return [k] * levels
+
+
+def auto_vocab_size(n_songs: int, levels: int) -> int:
+    """TODO(quantB): rule chosen from the demo/MPD experiments."""
+    return 64
