@@ -9,8 +9,8 @@
   X·Cᵀ), the centroid update one `index_add_` (the extra column sums to the cluster sizes).
 - `FaissKMeans`: `faiss.Kmeans` on every point (no subsampling), on the GPUs faiss has.
 
-Both start from k distinct random points (seeded) and re-seed an empty cluster by splitting a
-large one with a small symmetric perturbation (faiss `split_clusters`).
+Both start from k random points (seeded) and re-seed an empty cluster inside a large one
+(faiss `split_clusters`).
 """
 
 import contextlib
@@ -26,7 +26,6 @@ from .io import PipelineError, atomic_write, require_file
 
 log = logging.getLogger(__name__)
 
-SPLIT_EPS = 1.0 / 1024  # faiss' relative perturbation when a cluster is split
 CODEBOOKS_FILE = "codebooks.npz"  # in cfg.method_dir(method)
 
 
@@ -62,7 +61,8 @@ def l2_normalize(X: np.ndarray) -> np.ndarray:
 
 
 def n_distinct(X: np.ndarray) -> int:
-    rows = np.ascontiguousarray(X).view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+    rows = np.ascontiguousarray(X + np.float32(0.0))  # + 0 turns -0.0 into 0.0, so byte equality is value equality
+    rows = rows.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
     return len(np.unique(rows))
 
 
@@ -70,18 +70,23 @@ def _init_indices(n: int, k: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(n, size=k, replace=False)
 
 
-def split_empty(centroids: torch.Tensor, counts: np.ndarray, rng: np.random.Generator) -> int:
-    """Give every empty cluster half of a large cluster (picked with probability ~ size - 1)."""
+def split_empty(centroids: torch.Tensor, counts: np.ndarray, assign: torch.Tensor, points: torch.Tensor,
+                rng: np.random.Generator) -> int:
+    """Re-seed every empty cluster inside a large one (picked with probability ~ size - 1, as faiss does).
+
+    The new centroid is a random member of that cluster rather than faiss' multiplicative
+    perturbation of its centroid, which cannot separate points lying along the centroid's direction.
+    """
     empty = np.flatnonzero(counts == 0)
-    sign = torch.ones(centroids.shape[1], device=centroids.device)
-    sign[1::2] = -1
     for n_done, ci in enumerate(empty):
         weight = np.maximum(counts - 1, 0)
         if weight.sum() == 0:  # only singletons left: nothing can be split
             return n_done
         cj = rng.choice(len(counts), p=weight / weight.sum())
-        centroids[ci] = centroids[cj] * (1 + SPLIT_EPS * sign)
-        centroids[cj] = centroids[cj] * (1 - SPLIT_EPS * sign)
+        members = torch.nonzero(assign == int(cj)).ravel()
+        pick = members[int(rng.integers(len(members)))]
+        centroids[ci] = points[pick]
+        assign[pick] = int(ci)
         counts[ci] = counts[cj] // 2
         counts[cj] -= counts[ci]
     return len(empty)
@@ -149,7 +154,7 @@ class TorchKMeans:
             ca[:, :d] = torch.where(counts[:, None] > 0, sums[:, :d] / counts.clamp(min=1)[:, None], ca[:, :d])
             counts_np = counts.cpu().numpy()
             if (counts_np == 0).any():
-                n_split += split_empty(ca[:, :d], counts_np, rng)
+                n_split += split_empty(ca[:, :d], counts_np, idx, xa[:, :d], rng)
         train_s = time.perf_counter() - t0
         ca[:, d] = -0.5 * (ca[:, :d] ** 2).sum(1)
         self._assign(xa, ca, score, idx, buf)
