@@ -16,6 +16,7 @@ class DataConfig:
     source: str = "csv"  # demo | mpd | csv
     path: str = ""  # --source=mpd: one .json/.json.gz MPD slice or a folder of them
     mpd_max_playlists: int = 0  # 0 = every playlist found under `path`
+    workers: int = 0  # processes parsing MPD files in parallel; 0 = one per CPU (at most 8)
     song_vectors_file: str = "song_vectors.csv"
     playlist_info_file: str = "gen_playlist_info.csv"
     playlist_song_file: str = "gen_playlist_song.csv"
@@ -41,6 +42,7 @@ class DemoConfig:
     max_songs: int = 30
     off_theme: float = 0.1  # share of a playlist's songs drawn from outside its theme
     noise: float = 0.35  # per-song noise around its genre/mood factors
+    zipf: float = 1.0  # popularity exponent within a (genre, mood) cell: weight 1 / rank**zipf
 
 
 @dataclass
@@ -49,6 +51,9 @@ class VectorsConfig:
 
     dim: int = 100
     min_count: int = 2  # a song needs this many playlist occurrences to get a vector
+    method: str = "sqrtlen"  # sqrtlen | bm25 | tfidf | binary (weighting of the song x playlist SVD) | ppmi
+    alpha: float = 0.5  # vector = U * S**alpha of the truncated SVD
+    svd_iter: int = 5  # power iterations of the randomized SVD
     quality_min_count: int = 5  # songs with at least this many occurrences enter the quality check
     quality_sample: int = 2000  # songs sampled for the quality check
 
@@ -156,6 +161,9 @@ class EvalConfig:
     """Stage 4, evaluate_tiger.py."""
 
     k: int = 100  # NDCG@K, Recall@K
+    n_clusters: int = 0  # clusters generated per test playlist (every method gets as many); 0 = k
+    song_pick: str = "popular"  # cluster -> song for the song-level metrics: popular | random | weighted
+    fill_to_k: bool = True  # extend each song list to k with more songs of its own clusters, popular first
     max_playlists: int = 0  # 0 = the whole test split
     knn_neighbors: int = 50  # title kNN baseline
     examples: int = 50  # playlists written to evaluation_results.txt
@@ -256,6 +264,11 @@ class Config:
     @property
     def evaluation_results_path(self) -> Path:
         return Path(self.output_dir) / "evaluation_results.txt"
+
+    @property
+    def song_index_path(self) -> Path:
+        """Cluster -> songs by popularity, names, artists: a cache so generate_playlist.py starts fast."""
+        return Path(self.output_dir) / "song_index.json"
 
     def config_path(self, stage: str) -> Path:
         """Where a stage saves the resolved config it ran with."""

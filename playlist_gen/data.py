@@ -8,13 +8,14 @@ PipelineError that names the file, the line and the fix.
 import csv
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .io import PipelineError, require_file
+from .io import PipelineError, atomic_write, require_file
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,14 @@ def _first_bad_utf8_line(path: Path) -> tuple[int, str] | None:
     return None
 
 
+def _parser_error(path: Path, e: Exception) -> str:
+    m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+    if m:
+        return (f"{path}, line {m[2]}: {m[3]} fields where the header has {m[1]}; "
+                "quote fields that contain commas, or fix the row")
+    return f"{path}: malformed CSV ({str(e).strip()}); fix the row's field count or quoting"
+
+
 def read_csv_strings(path: Path, required: dict[str, str]) -> pd.DataFrame:
     """Read a CSV with every column as a string. `required` maps column -> config field naming it."""
     path = require_file(path, MADE_BY)
@@ -55,7 +64,7 @@ def read_csv_strings(path: Path, required: dict[str, str]) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise PipelineError(f"{path}: the file is empty; it needs a header row and data rows") from None
     except pd.errors.ParserError as e:
-        raise PipelineError(f"{path}: malformed CSV ({str(e).strip()}); fix the row's field count or quoting") from None
+        raise PipelineError(_parser_error(path, e)) from None
     missing = [c for c in required if c not in df.columns]
     if missing:
         fixes = ", ".join(f"--data.{required[c]}=<column>" for c in missing)
@@ -173,7 +182,44 @@ def load_song_vectors(path, made_by: str = MADE_BY) -> tuple[list[str], np.ndarr
 
 
 def write_csv(path, df: pd.DataFrame) -> None:
-    from .io import atomic_write
-
     with atomic_write(path) as f:
         df.to_csv(f, index=False)
+
+
+def _csv_field(text: str) -> str:
+    """One CSV field, quoted only where it has to be (as the csv module does)."""
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+
+
+def write_pairs_csv(path, header: tuple[str, str], left: pd.Categorical, right: pd.Categorical,
+                    chunk: int = 1 << 20) -> None:
+    """A two-column CSV from two categoricals (e.g. 66M playlist entries) at several million rows/s."""
+    lefts = np.array([_csv_field(str(c)) + "," for c in left.categories], dtype=object)
+    rights = np.array([_csv_field(str(c)) + "\n" for c in right.categories], dtype=object)
+    lcodes, rcodes = np.asarray(left.codes), np.asarray(right.codes)
+    with atomic_write(path) as f:
+        f.write(f"{_csv_field(header[0])},{_csv_field(header[1])}\n")
+        for start in range(0, len(lcodes), chunk):
+            end = start + chunk
+            f.write("".join((lefts[lcodes[start:end]] + rights[rcodes[start:end]]).tolist()))
+
+
+def write_song_vectors(path, song_ids: list[str], X: np.ndarray, id_col: str, chunk: int = 20000) -> None:
+    """`id_col,d0,d1,...` with 6 significant digits per value (float32 vectors lose nothing that matters)."""
+    fmt = ",".join(["%.6g"] * X.shape[1])
+    with atomic_write(path) as f:
+        f.write(",".join([_csv_field(id_col)] + [f"d{i}" for i in range(X.shape[1])]) + "\n")
+        for start in range(0, len(song_ids), chunk):
+            rows = X[start:start + chunk].tolist()
+            f.write("".join(f"{_csv_field(sid)},{fmt % tuple(row)}\n"
+                            for sid, row in zip(song_ids[start:start + chunk], rows)))
+
+
+def write_playlists(cfg, info: pd.DataFrame, songs: pd.DataFrame, song_info: pd.DataFrame) -> None:
+    """Write the three playlist files of the contract from standard column names (see `Playlists`)."""
+    d = cfg.data
+    write_csv(cfg.playlist_info_path, info.rename(columns={"playlist_id": d.playlist_id_col, "title": d.title_col}))
+    write_pairs_csv(cfg.playlist_song_path, (d.ps_playlist_col, d.ps_song_col),
+                    pd.Categorical(songs["playlist_id"]), pd.Categorical(songs["song_id"]))
+    write_csv(cfg.song_info_path, song_info.rename(columns={"song_id": d.song_id_col, "name": d.song_name_col,
+                                                            "artist": d.artist_col}))
