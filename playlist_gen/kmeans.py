@@ -9,7 +9,7 @@
   X·Cᵀ), the centroid update one `index_add_` (the extra column sums to the cluster sizes).
 - `FaissKMeans`: `faiss.Kmeans` on every point (no subsampling), on the GPUs faiss has.
 
-Both start from k random points (seeded) and re-seed an empty cluster inside a large one
+Both start from k random distinct points (seeded) and re-seed an empty cluster inside a large one
 (faiss `split_clusters`).
 """
 
@@ -60,35 +60,51 @@ def l2_normalize(X: np.ndarray) -> np.ndarray:
     return (X / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def n_distinct(X: np.ndarray) -> int:
+def _rows_as_bytes(X: np.ndarray) -> np.ndarray:
     rows = np.ascontiguousarray(X + np.float32(0.0))  # + 0 turns -0.0 into 0.0, so byte equality is value equality
-    rows = rows.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
-    return len(np.unique(rows))
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
 
 
-def _init_indices(n: int, k: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).choice(n, size=k, replace=False)
+def n_distinct(X: np.ndarray) -> int:
+    return len(np.unique(_rows_as_bytes(X)))
+
+
+def init_indices(X: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k random rows (seeded), distinct in value as far as X allows: duplicate songs must not share a seed."""
+    perm = np.random.default_rng(seed).permutation(len(X))
+    _, first = np.unique(_rows_as_bytes(X[perm]), return_index=True)
+    first = np.sort(first)
+    if len(first) < k:  # fewer distinct rows than clusters: fill up with repeats
+        first = np.concatenate([first, np.setdiff1d(np.arange(len(X)), first)[: k - len(first)]])
+    return perm[first[:k]]
 
 
 def split_empty(centroids: torch.Tensor, counts: np.ndarray, assign: torch.Tensor, points: torch.Tensor,
                 rng: np.random.Generator) -> int:
     """Re-seed every empty cluster inside a large one (picked with probability ~ size - 1, as faiss does).
 
-    The new centroid is a random member of that cluster rather than faiss' multiplicative
-    perturbation of its centroid, which cannot separate points lying along the centroid's direction.
+    The new centroid is a random member of that cluster that differs from its centroid, rather than
+    faiss' multiplicative perturbation of the centroid, which cannot separate points lying along the
+    centroid's direction; a cluster of identical points is never split.
     """
+    weight = np.maximum(counts - 1, 0).astype(np.float64)
     empty = np.flatnonzero(counts == 0)
     for n_done, ci in enumerate(empty):
-        weight = np.maximum(counts - 1, 0)
-        if weight.sum() == 0:  # only singletons left: nothing can be split
+        movable = None
+        while weight.sum() > 0 and movable is None:
+            cj = rng.choice(len(counts), p=weight / weight.sum())
+            members = torch.nonzero(assign == int(cj)).ravel()
+            movable = members[((points[members] - centroids[cj]) ** 2).sum(1) > 0]
+            if len(movable) == 0:
+                weight[cj], movable = 0.0, None
+        if movable is None:  # nothing left to split
             return n_done
-        cj = rng.choice(len(counts), p=weight / weight.sum())
-        members = torch.nonzero(assign == int(cj)).ravel()
-        pick = members[int(rng.integers(len(members)))]
+        pick = movable[int(rng.integers(len(movable)))]
         centroids[ci] = points[pick]
-        assign[pick] = int(ci)
+        assign[members[(points[members] == points[pick]).all(1)]] = int(ci)  # copies of it move too
         counts[ci] = counts[cj] // 2
         counts[cj] -= counts[ci]
+        weight[cj] = max(counts[cj] - 1, 0)
     return len(empty)
 
 
@@ -103,6 +119,7 @@ class TorchKMeans:
         self.device = torch.device(device)
         self.seed = seed
         self.buffer_elems = buffer_elems  # distance-buffer size (floats): bounds memory per chunk
+        self.incremental = self.device.type == "cpu"  # GPUs reduce with indices fast and dislike nonzero() syncs
 
     def _augmented(self, X: np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
@@ -112,15 +129,26 @@ class TorchKMeans:
         return xa
 
     def _assign(self, xa: torch.Tensor, ca: torch.Tensor, score: torch.Tensor, idx: torch.Tensor,
-                buf: torch.Tensor) -> None:
-        """score[i] = max_j x_i·c_j - |c_j|²/2 and idx[i] its argmax (= the nearest centroid)."""
+                buf: torch.Tensor, idx_valid: bool) -> None:
+        """score[i] = max_j x_i·c_j - |c_j|²/2 and idx[i] its argmax (= the nearest centroid).
+
+        On the CPU an index-returning max runs far slower than a plain `amax`, so when `idx` holds
+        the previous assignment only rows whose old centroid no longer reaches the maximum are
+        searched again (after the first iterations, few points change cluster).
+        """
         cat = ca.t().contiguous()
         rows = buf.shape[0]
         for s in range(0, xa.shape[0], rows):
             e = min(s + rows, xa.shape[0])
             out = buf[: e - s]
             torch.mm(xa[s:e], cat, out=out)
-            torch.max(out, 1, out=(score[s:e], idx[s:e]))
+            if not (idx_valid and self.incremental):
+                torch.max(out, 1, out=(score[s:e], idx[s:e]))
+                continue
+            torch.amax(out, 1, out=score[s:e])
+            changed = torch.nonzero(out.gather(1, idx[s:e, None]).squeeze(1) < score[s:e]).squeeze(1)
+            if len(changed):
+                idx[s + changed] = out[changed].argmax(1)
 
     def fit(self, X: np.ndarray, k: int, n_iter: int = 20) -> KMeansResult:
         n, d = X.shape
@@ -136,7 +164,7 @@ class TorchKMeans:
         xa = self._augmented(X)
         x_sq = float((xa[:, :d] ** 2).sum())
         ca = torch.empty(k, d + 1, device=self.device)
-        ca[:, :d] = xa[torch.as_tensor(_init_indices(n, k, self.seed), device=self.device), :d]
+        ca[:, :d] = xa[torch.as_tensor(init_indices(X, k, self.seed), device=self.device), :d]
         rows = max(1, min(n, self.buffer_elems // k))
         buf = torch.empty(rows, k, device=self.device)
         score = torch.empty(n, device=self.device)
@@ -145,9 +173,9 @@ class TorchKMeans:
         rng = np.random.default_rng(self.seed + 1)
         obj, n_split = [], 0
         t0 = time.perf_counter()
-        for _ in range(n_iter):
+        for it in range(n_iter):
             ca[:, d] = -0.5 * (ca[:, :d] ** 2).sum(1)
-            self._assign(xa, ca, score, idx, buf)
+            self._assign(xa, ca, score, idx, buf, idx_valid=it > 0)
             obj.append(x_sq - 2 * float(score.sum()))
             sums.zero_().index_add_(0, idx, xa)
             counts = sums[:, d]
@@ -157,7 +185,7 @@ class TorchKMeans:
                 n_split += split_empty(ca[:, :d], counts_np, idx, xa[:, :d], rng)
         train_s = time.perf_counter() - t0
         ca[:, d] = -0.5 * (ca[:, :d] ** 2).sum(1)
-        self._assign(xa, ca, score, idx, buf)
+        self._assign(xa, ca, score, idx, buf, idx_valid=n_iter > 0)
         inertia = max(0.0, x_sq - 2 * float(score.double().sum()))
         return KMeansResult(centroids=ca[:, :d].cpu().numpy().copy(), assign=idx.cpu().numpy(), inertia=inertia,
                             obj=obj, n_split=n_split, train_s=train_s)
@@ -183,7 +211,7 @@ class FaissKMeans:
         km = self.faiss.Kmeans(d, k, niter=n_iter, seed=self.seed, gpu=self.gpu, verbose=False,
                                max_points_per_centroid=math.ceil(n / k) + 1, min_points_per_centroid=1)
         t0 = time.perf_counter()
-        km.train(X)
+        km.train(X, init_centroids=X[init_indices(X, k, self.seed)])  # the same start as TorchKMeans
         train_s = time.perf_counter() - t0
         dist, assign = km.index.search(X, 1)
         return KMeansResult(centroids=km.centroids.copy(), assign=assign.ravel().astype(np.int64),

@@ -16,6 +16,7 @@ from playlist_gen.kmeans import (
     make_kmeans,
     reconstruct,
     residual_kmeans,
+    split_empty,
 )
 from playlist_gen.rqvae import recon_loss, split_indices, train_rqvae
 
@@ -43,11 +44,22 @@ def test_own_kmeans_objective_close_to_faiss(k):
     assert len(ours.obj) == 15 and ours.obj[-1] <= ours.obj[0]
 
 
-def test_empty_clusters_are_split():
-    X = np.repeat(clustered(n=50, d=4, centers=5), 4, axis=0)  # every point 4 times: duplicate init picks
+def test_duplicate_points_get_their_own_clusters():
+    X = np.repeat(clustered(n=50, d=4, centers=5), 4, axis=0)  # every song 4 times: seeds must be distinct
     res = TorchKMeans(seed=0).fit(X, 50, n_iter=10)
-    assert res.n_split > 0
-    assert len(np.unique(res.assign)) >= 45
+    assert len(np.unique(res.assign)) == 50 and res.inertia < 1e-3  # 0 up to the |x|²-2x·c+|c|² rounding
+
+
+def test_empty_cluster_is_split_from_a_large_one():
+    points = torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0], [5.0, 5.0]])
+    assign = torch.tensor([0, 0, 0, 0, 1])
+    centroids = torch.tensor([[0.5, 0.5], [5.0, 5.0], [9.0, 9.0]])
+    counts = np.array([4.0, 1.0, 0.0])
+    assert split_empty(centroids, counts, assign, points, np.random.default_rng(0)) == 1
+    new = centroids[2].tolist()
+    assert new in ([1.0, 0.0], [0.0, 1.0])  # a member of the only cluster with more than one point
+    assert assign.tolist().count(2) == 2 and points[assign == 2].tolist() == [new, new]  # with its copy
+    assert counts.tolist() == [2.0, 1.0, 2.0]
 
 
 def test_residual_round_trip_and_levels_reduce_error():
