@@ -57,7 +57,7 @@ def read_csv_strings(path: Path, required: dict[str, str]) -> pd.DataFrame:
     """Read a CSV with every column as a string. `required` maps column -> config field naming it."""
     path = require_file(path, MADE_BY)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")  # -sig: Excel's BOM
     except UnicodeDecodeError:
         line, where = _first_bad_utf8_line(path) or (0, "unknown position")
         raise PipelineError(f"{path}, line {line}: not valid UTF-8 ({where}); re-save the file as UTF-8") from None
@@ -155,15 +155,15 @@ def load_song_vectors(path, made_by: str = MADE_BY) -> tuple[list[str], np.ndarr
     path = require_file(path, made_by)
     with open(path, "rb") as f:
         try:
-            header = next(csv.reader([f.readline().decode("utf-8")]), [])
+            header = next(csv.reader([f.readline().decode("utf-8-sig")]), [])
         except UnicodeDecodeError:
             raise PipelineError(f"{path}, line 1: not valid UTF-8; re-save the file as UTF-8") from None
     if len(header) < 2:
         raise PipelineError(f"{path}, line 1: expected a header of a song-id column and at least one "
                             f"dimension column, found {header}")
     try:
-        df = pd.read_csv(path, dtype={header[0]: str}, keep_default_na=False, encoding="utf-8",
-                         engine="c", float_precision="high")
+        df = pd.read_csv(path, dtype={header[0]: str}, keep_default_na=False, encoding="utf-8-sig",
+                         engine="c")
         ids = df.iloc[:, 0].astype(str)
         X = df.iloc[:, 1:].to_numpy(dtype=np.float32)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
@@ -177,6 +177,8 @@ def load_song_vectors(path, made_by: str = MADE_BY) -> tuple[list[str], np.ndarr
     first = min([r[0] for r in (bad, dup, empty) if len(r)], default=None)
     if first is not None:
         _scan_vectors(path, len(header))  # names the exact problem on that row
+        raise PipelineError(f"{path}, line {first + 2}: an empty id, a duplicate id or a non-finite value; "
+                            "fix or drop that row")
     log.info("loaded %s song vectors of dimension %d from %s", f"{len(ids):,}", X.shape[1], path)
     return ids.tolist(), X
 

@@ -17,7 +17,6 @@ import time
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.utils.extmath import randomized_svd
 
 from .io import PipelineError
 
@@ -99,6 +98,8 @@ def build_song_vectors(songs: pd.DataFrame, vcfg, seed: int) -> tuple[list[str],
     weight = {"sqrtlen": sqrtlen_weight, "bm25": bm25_weight, "tfidf": tfidf_weight, "binary": lambda x: x,
               "ppmi": ppmi_matrix}[vcfg.method]
     weighted = weight(m)
+    from sklearn.utils.extmath import randomized_svd  # imported here: sklearn takes seconds to import
+
     u, s, _ = randomized_svd(weighted, n_components=dim, n_iter=vcfg.svd_iter, random_state=seed)
     X = (u * s ** vcfg.alpha).astype(np.float32)
     info = {"method": vcfg.method, "dim": int(dim), "alpha": vcfg.alpha, "min_count": vcfg.min_count,

@@ -1,0 +1,138 @@
+"""The four input loaders of playlist_gen/data.py on good and bad files."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from playlist_gen.cli import parse_config
+from playlist_gen.data import load_playlists, load_song_vectors, write_playlists, write_song_vectors
+from playlist_gen.io import PipelineError
+
+INFO = "glid,listname,tags\n007,深夜emo 🌙,sad\n010,\"workout, hits\",gym\n"
+SONGS = "special_gid,mixsongid\n007,0001\n007,0002\n010,0003\n007,0003\n"
+SONG_INFO = "mixsongid,songname,singername\n0001,晚风,林一\n0002,Blue Rain,The Waves\n0003,Echo,Ada Sky\n"
+VECTORS = "mixsongid,d0,d1,d2\n0001,0.5,-1,2e-3\n0002,1,2,3\n0003,0,0,1\n"
+
+
+def write_files(tmp_path, **override):
+    files = {"gen_playlist_info.csv": INFO, "gen_playlist_song.csv": SONGS, "gen_song_info.csv": SONG_INFO,
+             "song_vectors.csv": VECTORS, **override}
+    for name, text in files.items():
+        path = tmp_path / name
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        elif text is not None:
+            path.write_text(text, encoding="utf-8")
+    return parse_config([f"--data_dir={tmp_path}"])
+
+
+def test_good_files_keep_string_ids_order_and_extra_columns(tmp_path):
+    cfg = write_files(tmp_path)
+    p = load_playlists(cfg)
+    assert p.info["playlist_id"].tolist() == ["007", "010"]
+    assert p.info["title"].tolist() == ["深夜emo 🌙", "workout, hits"]
+    assert p.info["tags"].tolist() == ["sad", "gym"]  # extra columns are kept
+    assert p.song_lists() == {"007": ["0001", "0002", "0003"], "010": ["0003"]}
+    assert p.song_info.columns.tolist() == ["song_id", "name", "artist"]
+    assert p.song_info["song_id"].tolist() == ["0001", "0002", "0003"]
+    ids, X = load_song_vectors(cfg.song_vectors_path)
+    assert ids == ["0001", "0002", "0003"]
+    assert X.dtype == np.float32 and X.shape == (3, 3)
+    np.testing.assert_allclose(X[0], [0.5, -1, 0.002])
+
+
+def test_configured_column_names(tmp_path):
+    cfg = write_files(tmp_path, **{"gen_playlist_info.csv": "pid,name\n1,chill\n"})
+    with pytest.raises(PipelineError, match=r"missing column\(s\) \['glid', 'listname'\].*--data.playlist_id_col"):
+        load_playlists(cfg)
+    cfg = parse_config([f"--data_dir={tmp_path}", "--data.playlist_id_col=pid", "--data.title_col=name",
+                        "--data.ps_playlist_col=special_gid"])
+    (tmp_path / "gen_playlist_song.csv").write_text("special_gid,mixsongid\n1,0001\n", encoding="utf-8")
+    assert load_playlists(cfg).info["title"].tolist() == ["chill"]
+
+
+def test_excel_bom_is_not_part_of_the_first_column(tmp_path):
+    cfg = write_files(tmp_path, **{"gen_playlist_info.csv": b"\xef\xbb\xbf" + INFO.encode(),
+                                   "song_vectors.csv": b"\xef\xbb\xbf" + VECTORS.encode()})
+    assert load_playlists(cfg).info["playlist_id"].tolist() == ["007", "010"]
+    assert load_song_vectors(cfg.song_vectors_path)[0][0] == "0001"
+
+
+def test_missing_file_names_the_stage_that_makes_it(tmp_path):
+    cfg = write_files(tmp_path, **{"gen_song_info.csv": None})
+    with pytest.raises(PipelineError, match=r"gen_song_info.csv not found: run `python prepare_data.py"):
+        load_playlists(cfg)
+
+
+@pytest.mark.parametrize("name,text,needle", [
+    ("gen_playlist_info.csv", INFO + "011,a,b,c\n", r"gen_playlist_info.csv, line 4: 4 fields where the header has 3"),
+    ("gen_playlist_info.csv", INFO + "007,again,x\n", r"gen_playlist_info.csv, line 4: duplicate glid '007'"),
+    ("gen_playlist_info.csv", INFO + "012, ,x\n", r"gen_playlist_info.csv, line 4: empty 'listname'"),
+    ("gen_playlist_song.csv", SONGS + "010\n", r"gen_playlist_song.csv, line 6: empty 'mixsongid'"),
+    ("gen_song_info.csv", SONG_INFO + "0001,x,y\n", r"gen_song_info.csv, line 5: duplicate mixsongid '0001'"),
+    ("gen_song_info.csv", "", r"gen_song_info.csv: the file is empty"),
+    ("gen_song_info.csv", "id,name\n1,a\n", r"missing column\(s\) \['mixsongid', 'songname', 'singername'\]"),
+])
+def test_bad_playlist_files_name_file_and_line(tmp_path, name, text, needle):
+    cfg = write_files(tmp_path, **{name: text})
+    with pytest.raises(PipelineError, match=needle):
+        load_playlists(cfg)
+
+
+def test_non_utf8_names_the_line(tmp_path):
+    cfg = write_files(tmp_path, **{"gen_playlist_info.csv": INFO.encode() + b"012,caf\xe9,x\n"})
+    with pytest.raises(PipelineError, match=r"gen_playlist_info.csv, line 4: not valid UTF-8 \(byte 0xe9"):
+        load_playlists(cfg)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ("0004,1,nan,3\n", r"line 5, column 3: 'nan' is not finite"),
+    ("0004,1,2,inf\n", r"line 5, column 4: 'inf' is not finite"),
+    ("0004,1,,3\n", r"line 5, column 3: '' is not a number"),
+    ("0004,1,x,3\n", r"line 5, column 3: 'x' is not a number"),
+    ("0002,1,2,3\n", r"line 5: duplicate song id '0002' \(first on line 3\)"),
+    ("0004,1,2\n", r"line 5: 3 fields where the header has 4"),
+    ("0004,1,2,3,4\n", r"line 5: 5 fields where the header has 4"),
+    (" ,1,2,3\n", r"line 5: empty song id"),
+])
+def test_bad_vectors_name_file_and_line(tmp_path, extra, needle):
+    cfg = write_files(tmp_path, **{"song_vectors.csv": VECTORS + extra})
+    with pytest.raises(PipelineError, match=r"song_vectors.csv, " + needle):
+        load_song_vectors(cfg.song_vectors_path)
+
+
+@pytest.mark.parametrize("content,needle", [
+    (VECTORS.encode() + b"0004,1,2,\xff3\n", r"line 5: not valid UTF-8 \(byte 0xff\)"),
+    (b"", r"line 1: expected a header"),
+    (b"mixsongid\n0001\n", r"line 1: expected a header"),
+    (b"mixsongid,d0\n", r"no song vectors after the header"),
+])
+def test_unreadable_vector_files(tmp_path, content, needle):
+    cfg = write_files(tmp_path, **{"song_vectors.csv": content})
+    with pytest.raises(PipelineError, match=needle):
+        load_song_vectors(cfg.song_vectors_path)
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(titles=st.lists(_text.filter(str.strip), min_size=1, max_size=5),
+       ids=st.lists(st.text("0123456789abc,\"é", min_size=1, max_size=6), min_size=1, max_size=5, unique=True))
+def test_writers_and_loaders_round_trip(tmp_path, titles, ids):
+    titles = (titles * len(ids))[:len(ids)]
+    cfg = parse_config([f"--data_dir={tmp_path}"])
+    info = pd.DataFrame({"playlist_id": ids, "title": titles})
+    songs = pd.DataFrame({"playlist_id": ids, "song_id": ids[::-1]})
+    song_info = pd.DataFrame({"song_id": ids, "name": titles, "artist": titles})
+    write_playlists(cfg, info, songs, song_info)
+    X = np.arange(len(ids) * 2, dtype=np.float32).reshape(-1, 2) / 7
+    write_song_vectors(cfg.song_vectors_path, ids, X, cfg.data.song_id_col)
+    p = load_playlists(cfg)
+    assert p.info["playlist_id"].tolist() == ids and p.info["title"].tolist() == titles
+    assert p.songs["song_id"].tolist() == ids[::-1]
+    got_ids, got_X = load_song_vectors(cfg.song_vectors_path)
+    assert got_ids == ids
+    np.testing.assert_allclose(got_X, X, rtol=1e-5)
