@@ -295,3 +295,60 @@ class PlaylistGenerator:
             for row in seqs.tolist():
                 out.append(tok.decode(self.tokenizer.convert_ids_to_tokens(row), self.levels, self.scheme))
         return out
+
+
+# ---------------------------------------------------------------- loading
+def pick_device(local_rank: int = 0) -> str:
+    """The one place that chooses between GPU and CPU."""
+    import torch
+
+    return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+
+
+def training_counts(playlists, train_ids) -> dict[str, int]:
+    """song_id -> number of training-split playlists that contain it."""
+    songs = playlists.songs[playlists.songs["playlist_id"].isin(set(train_ids))].drop_duplicates()
+    return songs["song_id"].value_counts().to_dict()
+
+
+def load_song_index(cfg, playlists=None, write: bool = True) -> SongIndex:
+    """The cached index when it was built from the current files, else build it (and cache it)."""
+    from .corpus import MADE_BY as CORPUS_MADE_BY
+    from .data import MADE_BY as DATA_MADE_BY
+    from .io import require_file
+    from .semantic_ids import MADE_BY as IDS_MADE_BY
+
+    paths = [require_file(cfg.semantic_ids_path, IDS_MADE_BY), require_file(cfg.split_path("train"), CORPUS_MADE_BY),
+             require_file(cfg.playlist_song_path, DATA_MADE_BY), require_file(cfg.song_info_path, DATA_MADE_BY)]
+    sources = file_stamps(paths)
+    index = SongIndex.load(cfg.song_index_path, sources)
+    if index is not None:
+        return index
+    from .corpus import read_split
+    from .data import load_playlists
+    from .semantic_ids import load_semantic_ids
+
+    log.info("building the song index %s", cfg.song_index_path)
+    song_to_ids, _ = load_semantic_ids(cfg)
+    playlists = load_playlists(cfg) if playlists is None else playlists
+    counts = training_counts(playlists, read_split(cfg, "train")["glid"])
+    index = SongIndex.build(song_to_ids, counts, playlists.song_info)
+    if write:
+        index.save(cfg.song_index_path, sources)
+    return index
+
+
+def load_generator(cfg, clusters, device: str = "cpu") -> PlaylistGenerator:
+    """The trained model of cfg.model_dir, checked against the current semantic IDs."""
+    from .modeling import load_tiger
+    from .semantic_ids import read_meta
+
+    model, tokenizer, meta = load_tiger(cfg.final_model_dir, device)
+    ids_meta = read_meta(cfg.semantic_meta_path)
+    trained_on = meta.get("semantic_ids", ids_meta)
+    if any(trained_on.get(k) != ids_meta.get(k) for k in ("method", "levels", "codebook_sizes")):
+        raise PipelineError(f"{cfg.final_model_dir} was trained on other semantic IDs ({trained_on.get('method')}, "
+                            f"{trained_on.get('codebook_sizes')}) than {cfg.semantic_meta_path} "
+                            f"({ids_meta['method']}, {ids_meta['codebook_sizes']}); re-run `python prepare_corpus.py` "
+                            "and `python train_tiger.py`")
+    return PlaylistGenerator(model, tokenizer, meta, clusters, device)

@@ -11,10 +11,6 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-METRIC_KEYS = ("rouge_l", "bleu4", "tuple_f1", "cluster_precision", "cluster_recall", "cluster_f1",
-               "expanded_songs", "r_precision", "ndcg@{k}", "recall@{k}", "validity",
-               "distinct_clusters", "distinct_artists", "songs")
-
 
 class WhitespaceTokenizer:
     """For rouge_score: one semantic-ID token is one unit."""
@@ -126,3 +122,34 @@ def mean_table(rows: Sequence[dict]) -> dict[str, float]:
     """Average each numeric key over playlists (keys missing from a row are skipped for that row)."""
     keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, int | float)))
     return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+
+
+def playlist_scores(gen_tuples, ranked, ref_tuples, truth, index, k: int, scheme: str, n_songs: int,
+                    artist_of) -> dict[str, float]:
+    """Every per-playlist metric of one method's output.
+
+    gen_tuples: the generated cluster sequence (invalid tuples included); ranked: its song ranking;
+    ref_tuples: the reference target; truth: every song of the real playlist; index: a SongIndex.
+    Cluster expansion compares with the real songs that have semantic IDs (the only songs a
+    cluster can contain); the song-level metrics with all of them.
+    """
+    from .tokens import encode
+
+    valid = [t for t in gen_tuples if t in index.cluster_songs]
+    out = sequence_metrics(encode(gen_tuples, scheme).split(), encode(ref_tuples, scheme).split(),
+                           gen_tuples, ref_tuples)
+    out.update(cluster_expansion(valid, [s for s in truth if s in index.song_cluster], index.cluster_songs))
+    out.update(song_metrics(ranked, truth, k))
+    if gen_tuples:
+        out["validity"] = len(valid) / len(gen_tuples)
+    playlist = list(dict.fromkeys(ranked))[:n_songs]
+    out["distinct_clusters"] = len(set(valid))
+    out["distinct_artists"] = len({artist_of(s) for s in playlist})
+    out["songs"] = len(playlist)
+    return out
+
+
+def coverage(ranked_lists, catalogue: set) -> float:
+    """Share of the catalogue that appears in at least one recommendation list."""
+    seen = {s for r in ranked_lists for s in r}
+    return len(seen & catalogue) / len(catalogue) if catalogue else 0.0

@@ -1,0 +1,106 @@
+"""Stage 4-5 end to end on a tiny trained pipeline: evaluate_tiger.py (1 and 2 processes) and generate_playlist.py."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_corpus import config_for, make_world
+from test_training import TINY
+
+import evaluate_tiger
+import generate_playlist
+import prepare_corpus
+import train_tiger
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL = ["--eval.k=20", "--eval.n_clusters=10", "--generate.batch_size=4", "--generate.num_beams=2",
+        "--eval.examples=3"]
+SONG_LINE = re.compile(r"^\s*\d+\. \S.* - \S.* \(from a cluster of \d+ similar songs\)$")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    args = make_world(root) + ["--tiger.max_steps=8", "--tiger.eval_steps=4", "--tiger.save_steps=4"]
+    prepare_corpus.main(args + ["--corpus.max_songs=8", "--corpus.test_fraction=0.15"])
+    train_tiger.main(args + TINY)
+    return args
+
+
+def env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def run(cmd, **kw):
+    out = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240, **kw)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_evaluate_one_process_equals_two(pipeline, capsys):
+    cfg = config_for(pipeline)
+    evaluate_tiger.main(pipeline + EVAL)
+    one = json.loads(cfg.metrics_path.read_text())
+    assert set(one) == {"model", "popularity", "title_knn", "random_cluster"}
+    for table in one.values():
+        for key in ("rouge_l", "bleu4", "tuple_f1", "cluster_precision", "cluster_recall", "cluster_f1",
+                    "expanded_songs", "r_precision", "ndcg@20", "recall@20", "validity", "distinct_clusters",
+                    "distinct_artists", "catalogue_coverage"):
+            assert key in table and table[key] >= 0
+    assert one["model"]["validity"] == 1.0 and one["model"]["distinct_clusters"] == 10
+    assert "ndcg@20" in capsys.readouterr().out
+    examples = cfg.evaluation_results_path.read_text()
+    assert examples.count("=== ") == 3 and "generated (" in examples
+    shutil.move(cfg.metrics_path, cfg.metrics_path.with_suffix(".one"))
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+         "evaluate_tiger.py", *pipeline, *EVAL])
+    two = json.loads(cfg.metrics_path.read_text())
+    assert set(two) == set(one)
+    for method in one:
+        assert two[method] == pytest.approx(one[method]), method
+
+
+def test_generate_one_shot_and_piped_titles(pipeline):
+    out = run([sys.executable, "generate_playlist.py", *pipeline, "--title", "深夜emo 🌙", "--num_songs", "5",
+               "--explain"]).stdout.splitlines()
+    songs = [line for line in out if SONG_LINE.match(line)]
+    assert len(songs) == 5, out
+    assert sum("cluster " in line and "also in it" in line for line in out) == 5
+    piped = run([sys.executable, "generate_playlist.py", *pipeline, "--num_songs=4"],
+                input="chill\n\nroad trip\n").stdout.splitlines()
+    assert sum(bool(SONG_LINE.match(line)) for line in piped) == 8
+    assert sum(line.startswith("🎵") for line in piped) == 2
+
+
+def _songs(capsys):
+    return [line for line in capsys.readouterr().out.splitlines() if SONG_LINE.match(line)]
+
+
+def test_seeds_vary_random_picks_and_repl_ends_cleanly(pipeline, capsys, monkeypatch):
+    args = pipeline + ["--title=chill", "--num_songs=6", "--pick=random"]
+    generate_playlist.main(args + ["--seed=1"])
+    first = _songs(capsys)
+    generate_playlist.main(args + ["--seed=1"])
+    assert _songs(capsys) == first  # reproducible
+    generate_playlist.main(args + ["--seed=2"])
+    assert _songs(capsys) != first and len(first) == 6
+    for ending in ("quit", EOFError, KeyboardInterrupt):
+        answers = iter(["", "party", ending])
+
+        def fake_input(prompt, answers=answers):
+            print(prompt, end="")
+            a = next(answers)
+            if isinstance(a, type):
+                raise a
+            return a
+        monkeypatch.setattr("builtins.input", fake_input)
+        monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+        generate_playlist.main(pipeline + ["--num_songs=3"])
+        out = capsys.readouterr().out
+        assert out.count(generate_playlist.PROMPT) == 3  # asked again after the empty line
+        assert sum(bool(SONG_LINE.match(line)) for line in out.splitlines()) == 3
