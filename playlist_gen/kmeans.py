@@ -60,19 +60,20 @@ def l2_normalize(X: np.ndarray) -> np.ndarray:
     return (X / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def _rows_as_bytes(X: np.ndarray) -> np.ndarray:
-    rows = np.ascontiguousarray(X + np.float32(0.0))  # + 0 turns -0.0 into 0.0, so byte equality is value equality
-    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+def _row_keys(X: np.ndarray) -> np.ndarray:
+    """One float64 per row, equal for equal rows and (almost surely) different otherwise: a fixed random projection."""
+    direction = np.random.default_rng(12345).normal(size=X.shape[1])
+    return np.concatenate([X[s:s + 65536].astype(np.float64) @ direction for s in range(0, len(X), 65536)])
 
 
 def n_distinct(X: np.ndarray) -> int:
-    return len(np.unique(_rows_as_bytes(X)))
+    return len(np.unique(_row_keys(X)))
 
 
 def init_indices(X: np.ndarray, k: int, seed: int) -> np.ndarray:
     """k random rows (seeded), distinct in value as far as X allows: duplicate songs must not share a seed."""
     perm = np.random.default_rng(seed).permutation(len(X))
-    _, first = np.unique(_rows_as_bytes(X[perm]), return_index=True)
+    _, first = np.unique(_row_keys(X)[perm], return_index=True)
     first = np.sort(first)
     if len(first) < k:  # fewer distinct rows than clusters: fill up with repeats
         first = np.concatenate([first, np.setdiff1d(np.arange(len(X)), first)[: k - len(first)]])
@@ -129,15 +130,16 @@ class TorchKMeans:
         return xa
 
     def _assign(self, xa: torch.Tensor, ca: torch.Tensor, score: torch.Tensor, idx: torch.Tensor,
-                buf: torch.Tensor, idx_valid: bool) -> None:
+                buf: torch.Tensor, idx_valid: bool):
         """score[i] = max_j x_i·c_j - |c_j|²/2 and idx[i] its argmax (= the nearest centroid).
 
         On the CPU an index-returning max runs far slower than a plain `amax`, so when `idx` holds
         the previous assignment only rows whose old centroid no longer reaches the maximum are
-        searched again (after the first iterations, few points change cluster).
+        searched again (after the first iterations few points change cluster). Returns those rows
+        and their old clusters, or None when every row was assigned afresh.
         """
         cat = ca.t().contiguous()
-        rows = buf.shape[0]
+        rows, moved = buf.shape[0], []
         for s in range(0, xa.shape[0], rows):
             e = min(s + rows, xa.shape[0])
             out = buf[: e - s]
@@ -148,7 +150,11 @@ class TorchKMeans:
             torch.amax(out, 1, out=score[s:e])
             changed = torch.nonzero(out.gather(1, idx[s:e, None]).squeeze(1) < score[s:e]).squeeze(1)
             if len(changed):
+                moved.append((s + changed, idx[s + changed]))
                 idx[s + changed] = out[changed].argmax(1)
+        if not (idx_valid and self.incremental):
+            return None
+        return (torch.cat([m[0] for m in moved]), torch.cat([m[1] for m in moved])) if moved else ()
 
     def fit(self, X: np.ndarray, k: int, n_iter: int = 20) -> KMeansResult:
         n, d = X.shape
@@ -159,34 +165,44 @@ class TorchKMeans:
         with threads_for(n * k * d):
             return self._fit(X, k, n_iter)
 
+    @staticmethod
+    def _update_sums(sums: torch.Tensor, xa: torch.Tensor, idx: torch.Tensor, moved) -> None:
+        """Per-cluster sums of the points (last column: sizes), in float64: afresh, or moving only `moved`."""
+        if moved is None:
+            sums.copy_(torch.zeros(sums.shape, device=xa.device).index_add_(0, idx, xa))
+        elif len(moved):
+            rows, old = moved
+            x = xa[rows].double()
+            sums.index_add_(0, idx[rows], x).index_add_(0, old, x, alpha=-1)
+
     def _fit(self, X: np.ndarray, k: int, n_iter: int) -> KMeansResult:
         n, d = X.shape
         xa = self._augmented(X)
-        x_sq = float((xa[:, :d] ** 2).sum())
+        x_sq = float(torch.linalg.vector_norm(xa[:, :d], dtype=torch.float64) ** 2)
         ca = torch.empty(k, d + 1, device=self.device)
         ca[:, :d] = xa[torch.as_tensor(init_indices(X, k, self.seed), device=self.device), :d]
-        rows = max(1, min(n, self.buffer_elems // k))
-        buf = torch.empty(rows, k, device=self.device)
+        buf = torch.empty(max(1, min(n, self.buffer_elems // k)), k, device=self.device)
         score = torch.empty(n, device=self.device)
         idx = torch.empty(n, dtype=torch.long, device=self.device)
-        sums = torch.empty(k, d + 1, device=self.device)
+        sums = torch.zeros(k, d + 1, dtype=torch.float64, device=self.device)
         rng = np.random.default_rng(self.seed + 1)
-        obj, n_split = [], 0
+        obj, n_split, fresh = [], 0, True
         t0 = time.perf_counter()
         for it in range(n_iter):
             ca[:, d] = -0.5 * (ca[:, :d] ** 2).sum(1)
-            self._assign(xa, ca, score, idx, buf, idx_valid=it > 0)
-            obj.append(x_sq - 2 * float(score.sum()))
-            sums.zero_().index_add_(0, idx, xa)
+            moved = self._assign(xa, ca, score, idx, buf, idx_valid=it > 0)
+            obj.append(x_sq - 2 * float(score.sum(dtype=torch.float64)))
+            self._update_sums(sums, xa, idx, None if fresh else moved)
             counts = sums[:, d]
             ca[:, :d] = torch.where(counts[:, None] > 0, sums[:, :d] / counts.clamp(min=1)[:, None], ca[:, :d])
-            counts_np = counts.cpu().numpy()
+            counts_np = counts.cpu().numpy().copy()
+            fresh = moved is None or bool((counts_np == 0).any())  # a split moves points behind our back
             if (counts_np == 0).any():
                 n_split += split_empty(ca[:, :d], counts_np, idx, xa[:, :d], rng)
         train_s = time.perf_counter() - t0
         ca[:, d] = -0.5 * (ca[:, :d] ** 2).sum(1)
         self._assign(xa, ca, score, idx, buf, idx_valid=n_iter > 0)
-        inertia = max(0.0, x_sq - 2 * float(score.double().sum()))
+        inertia = max(0.0, x_sq - 2 * float(score.sum(dtype=torch.float64)))
         return KMeansResult(centroids=ca[:, :d].cpu().numpy().copy(), assign=idx.cpu().numpy(), inertia=inertia,
                             obj=obj, n_split=n_split, train_s=train_s)
 
