@@ -63,7 +63,7 @@ class RQKMeansConfig:
     """Stage 1, train_rq_kmeans.py: residual k-means, one codebook per level."""
 
     levels: int = 2
-    vocab_size: int = 64  # codes per level
+    vocab_size: int = 0  # codes per level; 0 = auto, (n_songs / 2) ** (1 / levels) as a multiple of 8
     n_iter: int = 20
     backend: str = "auto"  # auto (own torch k-means, GPU when present) | torch | faiss
     device: str = "auto"  # auto | cpu | cuda (torch backend; faiss uses its GPUs when it has any)
@@ -75,7 +75,7 @@ class RQVAEConfig:
     """Stage 1, train_rqvae.py: a residual-quantised autoencoder."""
 
     levels: int = 2
-    vocab_size: int = 64
+    vocab_size: int = 0  # codes per level; 0 = auto, as rqkmeans.vocab_size
     latent_dim: int = 32
     hidden_dims: str = "256,128"  # encoder MLP widths; the decoder mirrors them
     epochs: int = 60

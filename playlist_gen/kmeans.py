@@ -333,6 +333,15 @@ def codebook_sizes(levels: int, vocab_size: int, n_songs: int) -> list[int]:
     return [k] * levels
 
 
+AUTO_TUPLES_PER_SONG = 0.5  # auto vocab: room for n/2 tuples; songs crowd into fewer, ~6.5 songs per tuple
+
+
 def auto_vocab_size(n_songs: int, levels: int) -> int:
-    """TODO(quantB): rule chosen from the demo/MPD experiments."""
-    return 64
+    """Codes per level giving room for about n_songs / 2 tuples: (n/2)**(1/levels), a multiple of 8, at least 8.
+
+    With 2 levels this gives 40 codes for the 3,000-song demo and 144 for the 39,674-song MPD
+    slice, and on both ~94-95% of songs share their tuple, ~6.5 songs per tuple on average, and
+    the largest cluster holds at most 2.4% of the catalogue (README table).
+    """
+    k = (max(n_songs, 1) * AUTO_TUPLES_PER_SONG) ** (1.0 / levels)
+    return max(8, 8 * round(k / 8))
