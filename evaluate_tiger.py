@@ -1,11 +1,14 @@
 """Stage 4: evaluate the trained title -> semantic-ID model against three baselines on the test split.
 
-Per test playlist the model generates eval.n_clusters clusters (trie-constrained, generate.mode), one
-song is picked per cluster (eval.song_pick) and, with eval.fill_to_k, the list is extended to K songs
-with further songs of the same clusters. Baselines on the same playlists: popularity (top training
-songs), title kNN (TF-IDF char 2-4-grams, eval.knn_neighbors nearest training playlists) and random
-real clusters; a baseline's clusters are those of its songs. Metrics: ROUGE-L, BLEU-4 and tuple F1
-on semantic IDs; cluster-expansion precision/recall/F1; R-precision, NDCG@K, Recall@K against the
+Per test playlist the model generates eval.n_clusters clusters (trie-constrained, generate.mode; by
+default as many as the longest playlist it was trained to write, corpus.max_songs), one song is picked
+per cluster (eval.song_pick) and, with eval.fill_to_k, the list is extended to K songs with the next
+most popular songs of the same clusters, round robin: the song-level metrics need K songs, and a
+cluster's other songs rank better than clusters generated past the lengths seen in training.
+Baselines on the same playlists: popularity (top training songs), title kNN (TF-IDF char 2-4-grams,
+eval.knn_neighbors nearest training playlists) and random real clusters; a baseline's clusters are
+those of its songs. Metrics: ROUGE-L, BLEU-4 and tuple F1 on semantic IDs (one unit per token);
+cluster-expansion precision/recall/F1 and expansion size; R-precision, NDCG@K, Recall@K against the
 full real playlist; validity, distinct clusters/artists, catalogue coverage.
 
 Writes metrics.json and evaluation_results.txt (side-by-side examples) in output_dir. Also runs as
@@ -57,10 +60,10 @@ class Distributed:
         return out
 
     def close(self) -> None:
+        """No barrier: nothing runs after rank 0's report, and after an error one could hang."""
         if self.world > 1:
             import torch.distributed as dist
 
-            dist.barrier()
             dist.destroy_process_group()
 
 
@@ -196,11 +199,13 @@ def main(argv=None):
     from playlist_gen.generation import load_generator
 
     dist = Distributed()
+    if not dist.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         data = load_eval_data(cfg, write_index=dist.is_main)
         generator = load_generator(cfg, data.index.cluster_songs, dist.device)
         data.test = [(*r[:4], tokens.decode(r[4], generator.levels, generator.scheme)) for r in data.test]
-        n, bs = cfg.eval.n_clusters or cfg.eval.k, cfg.generate.batch_size
+        n, bs = cfg.eval.n_clusters or int(generator.meta.get("max_songs", cfg.eval.k)), cfg.generate.batch_size
         batches = [data.test[j:j + bs] for j in range(0, len(data.test), bs)]
         mine = [b for b in range(len(batches)) if b % dist.world == dist.rank]
         records = []

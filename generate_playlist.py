@@ -32,6 +32,9 @@ class PlaylistMaker:
                                 f"(got {g.mode!r}, {g.pick!r}, {g.num_songs})")
         self.cfg, self.requests = cfg, 0
         self.index = load_song_index(cfg)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar before the playlist
         self.generator = load_generator(cfg, self.index.cluster_songs, pick_device())
         if self.generator.meta.get("extra_columns"):
             log.warning("the model was trained on titles plus %r; only the title is given here",
@@ -55,7 +58,8 @@ class PlaylistMaker:
         for j, (song, cluster) in enumerate(songs, 1):
             name, artist = index.name(song)
             members = index.cluster_songs[cluster]
-            lines.append(f"{j:>3}. {name} - {artist} (from a cluster of {len(members)} similar songs)")
+            n = len(members)
+            lines.append(f"{j:>3}. {name} - {artist} (from a cluster of {n} similar song{'s' * (n != 1)})")
             if g.explain:
                 others = [index.name(s) for s in members if s != song][:3]
                 also = "; ".join(f"{n} - {a}" for n, a in others) or "no other songs"

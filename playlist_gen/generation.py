@@ -58,7 +58,8 @@ class ClusterTrie:
 
 
 class TrieLogitsProcessor:
-    """A transformers LogitsProcessor: only trie continuations, EOS at tuple boundaries.
+    """A logits processor for `model.generate(logits_processor=[...])`: only trie continuations, EOS at
+    tuple boundaries.
 
     Rows look like [decoder_start, t1, t2, ...]. `min_tuples`: EOS is blocked before this many
     complete tuples (unless a row has nowhere left to go); `max_tuples`: EOS is forced after.
@@ -70,14 +71,13 @@ class TrieLogitsProcessor:
 
         self.trie, self.eos, self.no_repeat = trie, eos_id, no_repeat
         self.min_tuples, self.max_tuples = min_tuples, max_tuples
-        L, K = trie.levels, trie.width
-        self.code_of = torch.full((L, vocab_size), -1, dtype=torch.long)  # level, token id -> code
+        self.code_of = torch.full((trie.levels, vocab_size), -1, dtype=torch.long)  # level, token id -> code
         self.tok_ids = []  # per level: token ids of codes 0..K_l-1
         for lvl, ids in enumerate(token_ids):
             ids = torch.as_tensor(ids, dtype=torch.long)
             self.code_of[lvl, ids] = torch.arange(len(ids))
             self.tok_ids.append(ids)
-        self.width = K
+        self.width = trie.width
         self.device = None
 
     def _to(self, device):
@@ -87,10 +87,10 @@ class TrieLogitsProcessor:
             self.tok_ids = [t.to(device) for t in self.tok_ids]
             self.device = device
 
-    def _walk(self, node, toks, start_level: int, dead):
-        """Follow `toks` (..., n) from `node` (...) starting at trie level `start_level`."""
+    def _walk(self, node, toks, dead):
+        """Follow tokens `toks` (..., n) of levels 0..n-1 down from `node` (...); `dead` marks leaving the trie."""
         for j in range(toks.shape[-1]):
-            code = self.code_of[start_level + j, toks[..., j]]
+            code = self.code_of[j, toks[..., j]]
             nxt = self.trie.child[node, code.clamp(min=0)]
             dead = dead | (code < 0) | (nxt < 0)
             node = nxt.clamp(min=0)
@@ -103,7 +103,7 @@ class TrieLogitsProcessor:
         trie, rows = self.trie, gen.shape[0]
         tup = gen[:, :n_done * trie.levels].reshape(rows, n_done, trie.levels)
         start = torch.zeros((rows, n_done), dtype=torch.long, device=gen.device)
-        leaf, bad = self._walk(start, tup, 0, torch.zeros_like(start, dtype=torch.bool))
+        leaf, bad = self._walk(start, tup, torch.zeros_like(start, dtype=torch.bool))
         under_node = ~bad & (trie.anc[leaf, pos] == node[:, None])  # used clusters below the current prefix
         idx = torch.where(under_node, self.code_of[pos, tup[:, :, pos]], self.width)
         used = torch.zeros((rows, self.width + 1), dtype=torch.long, device=gen.device)
@@ -121,7 +121,7 @@ class TrieLogitsProcessor:
         pos, n_done = T % L, T // L
         dead = (gen == self.eos).any(1) if T else torch.zeros(rows, dtype=torch.bool, device=gen.device)
         node, dead = self._walk(torch.zeros(rows, dtype=torch.long, device=gen.device),
-                                gen[:, n_done * L:], 0, dead)
+                                gen[:, n_done * L:], dead)
         allowed = self.trie.child[node] >= 0
         if self.no_repeat and n_done:
             allowed &= ~self._exhausted(gen, node, pos, n_done)
