@@ -95,6 +95,8 @@ def test_code_usage_and_sizes():
     assert usage[0]["perplexity"] == pytest.approx(2 ** 1.5)
     assert usage[1]["perplexity"] == pytest.approx(1.0)
     assert codebook_sizes(2, 32, 100) == [32, 32]
+    assert codebook_sizes(2, 0, 3000) == [40, 40] and codebook_sizes(2, 0, 39674) == [144, 144]  # auto
+    assert codebook_sizes(3, 0, 10) == [8, 8, 8] and codebook_sizes(1, 0, 3000) == [1504]
     with pytest.raises(PipelineError):
         codebook_sizes(0, 32, 100)
     with pytest.raises(PipelineError, match="backend"):
