@@ -114,12 +114,12 @@ class TorchKMeans:
 
     name = "torch"
 
-    def __init__(self, seed: int = 0, device: str = "auto", buffer_elems: int = 1 << 24):
+    def __init__(self, seed: int = 0, device: str = "auto", buffer_elems: int = 1 << 26):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.seed = seed
-        self.buffer_elems = buffer_elems  # distance-buffer size (floats): bounds memory per chunk
+        self.buffer_elems = buffer_elems  # distance buffer (floats; 256 MB): few big chunks, few thread barriers
         self.incremental = self.device.type == "cpu"  # GPUs reduce with indices fast and dislike nonzero() syncs
 
     def _augmented(self, X: np.ndarray) -> torch.Tensor:
