@@ -6,7 +6,9 @@
 - `TorchKMeans` (default): our own Lloyd iterations in PyTorch, on the GPU when torch sees one.
   Assignment is one big fp32 matmul per chunk of points into a preallocated buffer (points carry
   an extra 1 and centroids carry -|c|²/2, so the nearest centroid is the row-wise max of
-  X·Cᵀ), the centroid update one `index_add_` (the extra column sums to the cluster sizes).
+  X·Cᵀ); the cluster sums come from `index_add_` (the extra column sums to the cluster sizes).
+  On the CPU, after the first iteration, only points whose old centroid lost are re-searched
+  and moved between the (float64) sums, because index-returning reductions are slow there.
 - `FaissKMeans`: `faiss.Kmeans` on every point (no subsampling), on the GPUs faiss has.
 
 Both start from k random distinct points (seeded) and re-seed an empty cluster inside a large one

@@ -219,8 +219,10 @@ def _train(X: np.ndarray, cfg_rq, sizes: list[int], seed: int, device: torch.dev
     result.seconds = time.perf_counter() - t0
     result.codes = encode_codes(model, x_all).cpu().numpy()
     result.usage = code_usage(result.codes, sizes)
-    log.info("rqvae: best val reconstruction %.5f at epoch %d of %d, %s codes re-seeded, %.1fs",
-             result.best_val_recon, result.best_epoch, cfg_rq.epochs, f"{result.reseeded:,}", result.seconds)
+    log.info("rqvae: best val reconstruction %.5f at epoch %d of %d, %s codes re-seeded, %.1fs; codes used per "
+             "level %s, perplexity %s", result.best_val_recon, result.best_epoch, cfg_rq.epochs,
+             f"{result.reseeded:,}", result.seconds, [f"{u['usage']:.0%}" for u in result.usage],
+             [round(u["perplexity"], 1) for u in result.usage])
     return result
 
 
