@@ -9,6 +9,7 @@ Unknown keys and values of the wrong type exit with status 2 and name the valid 
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -122,3 +123,6 @@ def run_script(main) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None

@@ -7,6 +7,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class PipelineError(Exception):
     """A problem the user can fix (bad input, a missing earlier stage); shown as one line."""
@@ -32,6 +35,7 @@ def atomic_write(path, mode: str = "w", encoding: str | None = "utf-8"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
