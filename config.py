@@ -125,11 +125,11 @@ class TigerConfig:
     lr_scheduler: str = "linear"  # any transformers scheduler name
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
-    epochs: float = 30.0
+    epochs: float = 10.0  # with the linear schedule; early stopping may end sooner
     max_steps: int = -1  # > 0 overrides epochs
     grad_clip: float = 1.0
-    eval_steps: int = 200
-    save_steps: int = 200  # a multiple of eval_steps
+    eval_steps: int = 100
+    save_steps: int = 100  # a multiple of eval_steps
     save_total_limit: int = 2
     logging_steps: int = 50
     early_stopping_patience: int = 5  # evaluations without a better val loss

@@ -128,7 +128,8 @@ def load_tiger(model_dir, device="cpu"):
     """(model in eval mode on `device`, tokenizer, meta) from a folder written by train_tiger.py.
 
     meta: semantic_ids (method, levels, codebook_sizes, dim), token_scheme, levels, codebook_sizes,
-    max_source_len, max_target_len, extra_columns, max_songs, lowercase.
+    max_source_len, max_target_len (songs x levels + </s>), extra_columns, max_songs, order, model_name,
+    val_loss, title_blind_loss. The tokenizer normalises titles itself (NFKC, case folding for `scratch`).
     """
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 

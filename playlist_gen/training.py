@@ -259,7 +259,7 @@ def final_meta(tc, corpus_meta: dict, id_meta: dict, **extra) -> dict:
         **{k: corpus_meta[k] for k in ("token_scheme", "levels", "codebook_sizes", "max_songs", "extra_columns",
                                         "order")},
         "max_source_len": tc.max_source_len, "max_target_len": corpus_meta["max_songs"] * corpus_meta["levels"] + 1,
-        "lowercase": tc.lowercase, "model_name": tc.model_name, **extra,
+        "model_name": tc.model_name, **extra,
     }
 
 

@@ -77,6 +77,37 @@ def test_train_single_process_and_reload(corpus_world):
     assert cfg.loss_curve_png_path.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_local_pretrained_t5_gets_semantic_tokens(corpus_world, tmp_path):
+    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [(c, -3.0) for c in "abcdefghijklmn"]
+    tok = T5Tokenizer(vocab=pieces, extra_ids=0)
+    T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8,
+                                        decoder_start_token_id=0)).save_pretrained(tmp_path / "t5")
+    tok.save_pretrained(tmp_path / "t5")
+    train_tiger.main(corpus_world + TINY + [f"--tiger.model_name={tmp_path / 't5'}", "--tiger.max_steps=2",
+                                            "--tiger.eval_steps=2", "--tiger.save_steps=2"])
+    model, tok, meta = modeling.load_tiger(config_for(corpus_world).final_model_dir)
+    assert model.config.d_model == 16 and model.get_input_embeddings().num_embeddings == len(tok) == len(pieces) + 16
+    assert tok.convert_ids_to_tokens(tok("<a_3> <b_7>")["input_ids"]) == ["<a_3>", "<b_7>", "</s>"]
+
+
+def test_checkpoint_folder_resumes_only_complete_matching_checkpoints(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    for step, complete in ((5, True), (10, True), (15, False)):
+        (ckpt / f"checkpoint-{step}").mkdir(parents=True)
+        if complete:
+            (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    fp = {"corpus": "abc", "d_model": 32}
+    (ckpt / training.RUN_INFO).write_text(json.dumps(fp))
+    assert training.prepare_checkpoint_dir(ckpt, fp, resume=True) == ckpt / "checkpoint-10"
+    assert not (ckpt / "checkpoint-15").exists()  # killed while saving
+    with pytest.raises(PipelineError, match="different corpus or model config"):
+        training.prepare_checkpoint_dir(ckpt, {**fp, "d_model": 64}, resume=True)
+    assert training.prepare_checkpoint_dir(ckpt, {**fp, "d_model": 64}, resume=False) is None
+    assert list(ckpt.iterdir()) == [ckpt / training.RUN_INFO]
+
+
 def test_load_tiger_says_what_to_run(tmp_path):
     with pytest.raises(PipelineError, match="train_tiger.py"):
         modeling.load_tiger(tmp_path / "nothing")
