@@ -111,6 +111,8 @@ def test_mpd_import_writes_the_contract_and_useful_vectors(tmp_path):
     q = report["quality"]
     assert q["songs_checked"] > 50 and q["knn_same_artist"] > 5 * q["random_same_artist"]
     assert json.loads(cfg.data_report_path.read_text())["vectors"]["method"] == "sqrtlen"
+    run(tmp_path, "d2", "--source=mpd", f"--path={slice_path}", "--vectors.dim=16")
+    assert digests(tmp_path / "d2") == digests(tmp_path / "d")  # seeded SVD: same vectors
 
 
 def test_mpd_folder_limit_and_duplicate_pids(tmp_path):
@@ -121,6 +123,9 @@ def test_mpd_folder_limit_and_duplicate_pids(tmp_path):
     t = read_mpd(folder, max_playlists=45, workers=1)
     assert len(t.playlist_ids) == 45 and t.playlist_ids[-1] == "44"
     assert max(map(int, np.concatenate(t.entry_playlist))) == 44
+    pooled = read_mpd(folder, workers=2)  # two processes, merged in file order
+    assert pooled.playlist_ids == [str(i) for i in range(60)]
+    assert list(pooled.song_uris)[:45] == list(t.song_uris)[:45]
     write_mpd(folder / "c.json.gz", synthetic_playlists(2), start_pid=29)
     with pytest.raises(PipelineError, match=r"c.json.gz: pid 29 .* already read from a.json.gz"):
         read_mpd(folder, workers=1)
