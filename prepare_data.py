@@ -31,7 +31,9 @@ def counts(info: pd.DataFrame, songs: pd.DataFrame, song_info: pd.DataFrame, vec
     return {
         "playlists": len(info), "playlists_without_songs": int(len(info) - len(per_playlist)),
         "entries": len(songs), "songs_in_playlists": int(songs["song_id"].nunique()),
-        "songs_in_song_info": len(song_info), "songs_with_vectors": len(vector_ids),
+        "songs_in_song_info": len(song_info),
+        "songs_without_song_info": int(songs.loc[~songs["song_id"].isin(song_info["song_id"]), "song_id"].nunique()),
+        "songs_with_vectors": len(vector_ids),
         "entries_without_vector": int((~has_vector).sum()),
         "songs_without_vector": int(songs.loc[~has_vector, "song_id"].nunique()),
         "distinct_titles": int(titles.nunique()),

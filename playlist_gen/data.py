@@ -19,7 +19,8 @@ from .io import PipelineError, atomic_write, require_file
 
 log = logging.getLogger(__name__)
 
-MADE_BY = "run `python prepare_data.py --source=demo` (or --source=mpd / --source=csv) first"
+MADE_BY = ("run `python prepare_data.py --source=demo` (or --source=mpd --path=...) first, or put your own "
+           "file there and check it with --source=csv")
 
 
 @dataclass

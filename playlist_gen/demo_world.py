@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .io import PipelineError
+
 log = logging.getLogger(__name__)
 
 # genre -> (Chinese phrases, English phrases)
@@ -181,6 +183,9 @@ def _pick(rng, candidates: np.ndarray, weights: np.ndarray, k: int, exclude=()) 
 def make_playlists(cfg, rng, song_info: pd.DataFrame, popularity: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     d = cfg.demo
     themes = _themes(song_info, min_cell=d.min_songs)
+    if not themes or not 1 <= d.min_songs <= d.max_songs:
+        raise PipelineError(f"demo world: need 1 <= --demo.min_songs <= --demo.max_songs and enough songs per theme "
+                            f"(got {d.n_songs} songs, min_songs {d.min_songs}, max_songs {d.max_songs})")
     kinds = np.array([0 if m and g else 1 if m else 2 for m, g, _ in themes])
     kind_share = np.array([0.6, 0.2, 0.2])  # both / mood only / genre only
     theme_p = kind_share[kinds] / np.bincount(kinds, minlength=3)[kinds]

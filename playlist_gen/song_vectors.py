@@ -121,6 +121,7 @@ def build_song_vectors(songs: pd.DataFrame, vcfg, seed: int) -> tuple[list[str],
 def quality_check(song_ids: list[str], X: np.ndarray, songs: pd.DataFrame, song_info: pd.DataFrame,
                   vcfg, seed: int, k: int = 10) -> dict:
     """Same-artist share of each sampled song's k nearest neighbours (cosine) vs k random songs."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # not "could not load AVX2" on every run
     import faiss  # imported here: only this check needs it
 
     artist_of = song_info.set_index("song_id")["artist"]

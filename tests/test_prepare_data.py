@@ -194,9 +194,16 @@ def test_bad_input_is_one_error_line_and_exit_1(demo, tmp_path):
     assert not (tmp_path / "out" / "configs").exists()
 
 
-def test_unknown_source(tmp_path):
-    with pytest.raises(PipelineError, match="choose one of demo, mpd, csv"):
-        run(tmp_path, "h", "--source=spotify")
+@pytest.mark.parametrize("args,needle", [
+    (["--source=spotify"], "choose one of demo, mpd, csv"),
+    (["--source=mpd"], "--source=mpd needs --path"),
+    (["--source=mpd", "--path=/nonexistent/mpd"], "/nonexistent/mpd not found: point --path at an MPD slice"),
+    (["--source=csv"], "gen_playlist_info.csv not found: run `python prepare_data.py --source=demo`"),
+    (SMALL_DEMO + ["--demo.min_songs=40"], "--demo.min_songs <= --demo.max_songs"),
+])
+def test_usage_errors(tmp_path, args, needle):
+    with pytest.raises(PipelineError, match=re.escape(needle)):
+        run(tmp_path, "h", *args)
 
 
 def test_real_mpd_slice(mpd_path, tmp_path):
