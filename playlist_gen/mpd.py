@@ -12,6 +12,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 from array import array
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,13 +31,18 @@ PLAYLIST_COLUMNS = ("num_followers", "description", "modified_at", "collaborativ
 _decoder = json.JSONDecoder()
 
 
+def _natural(path: Path) -> list:
+    """mpd.slice.2000-2999.json before mpd.slice.10000-10999.json."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
 def mpd_files(path) -> list[Path]:
-    """One .json/.json.gz file, or every such file under a folder (sorted, so the order is stable)."""
+    """One .json/.json.gz file, or every such file under a folder (in natural order, so it is stable)."""
     path = Path(path)
     if not str(path) or str(path) == ".":
         raise PipelineError("--source=mpd needs --path=<an MPD .json/.json.gz slice or a folder of them>")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.name.endswith((".json", ".json.gz")))
+        files = sorted((p for p in path.rglob("*") if p.name.endswith((".json", ".json.gz"))), key=_natural)
         if not files:
             raise PipelineError(f"{path}: no .json or .json.gz files in this folder")
         return files
@@ -217,8 +223,9 @@ class MPDTables:
         for what, n in f.skipped.items():
             self.skipped[what] = self.skipped.get(what, 0) + n
         n_extra = len(self.playlist_ids)
-        for col in set(self.extra) | set(f.extra):
-            self.extra.setdefault(col, [None] * n_extra).extend(f.extra.get(col, [None] * keep)[:keep])
+        for col in PLAYLIST_COLUMNS:  # a fixed order: the same columns in the same order on every run
+            if col in self.extra or col in f.extra:
+                self.extra.setdefault(col, [None] * n_extra).extend(f.extra.get(col, [None] * keep)[:keep])
         remap = np.empty(len(f.uris), dtype=np.int32)
         uris = self.song_uris
         for local, uri in enumerate(f.uris):

@@ -79,7 +79,8 @@ def write_mpd(path, playlists, start_pid=0):
     """A tiny MPD slice: each playlist takes most songs from two artists (10 songs each)."""
     with gzip.open(path, "wt", encoding="utf-8") as f:
         json.dump({"info": {"slice": "test"}, "playlists": [
-            {"name": name, "pid": start_pid + j, "num_followers": j, "tracks": [_track(i) for i in tracks]}
+            {"name": name, "pid": start_pid + j, "num_followers": j, "tracks": [_track(i) for i in tracks],
+             **({"description": f"about {name}"} if j % 3 == 1 else {})}
             for j, (name, tracks) in enumerate(playlists)]}, f)
     return path
 
@@ -101,7 +102,9 @@ def test_mpd_import_writes_the_contract_and_useful_vectors(tmp_path):
     cfg = parse_config([f"--data_dir={tmp_path / 'd'}"])
     p = load_playlists(cfg)
     assert p.info["playlist_id"].tolist()[:3] == ["0", "1", "2"]
-    assert "num_followers" in p.info.columns
+    assert p.info.columns.tolist() == ["playlist_id", "title", "num_followers", "description"]
+    description = p.info["description"].tolist()
+    assert description[0] == description[2] == "" and description[1].startswith("about mix ")
     first = synthetic_playlists(1)[0][1]
     assert p.song_lists()["0"] == [f"T{i:04d}" for i in first]  # URI id part, playlist order
     ids, X = load_song_vectors(cfg.song_vectors_path)
@@ -118,16 +121,16 @@ def test_mpd_import_writes_the_contract_and_useful_vectors(tmp_path):
 def test_mpd_folder_limit_and_duplicate_pids(tmp_path):
     folder = tmp_path / "slices"
     folder.mkdir()
-    write_mpd(folder / "a.json.gz", synthetic_playlists(30), start_pid=0)
-    write_mpd(folder / "b.json.gz", synthetic_playlists(30, seed=1), start_pid=30)
+    write_mpd(folder / "s.9.json.gz", synthetic_playlists(30), start_pid=0)  # natural order: 9 before 10
+    write_mpd(folder / "s.10.json.gz", synthetic_playlists(30, seed=1), start_pid=30)
     t = read_mpd(folder, max_playlists=45, workers=1)
     assert len(t.playlist_ids) == 45 and t.playlist_ids[-1] == "44"
     assert max(map(int, np.concatenate(t.entry_playlist))) == 44
     pooled = read_mpd(folder, workers=2)  # two processes, merged in file order
     assert pooled.playlist_ids == [str(i) for i in range(60)]
     assert list(pooled.song_uris)[:45] == list(t.song_uris)[:45]
-    write_mpd(folder / "c.json.gz", synthetic_playlists(2), start_pid=29)
-    with pytest.raises(PipelineError, match=r"c.json.gz: pid 29 .* already read from a.json.gz"):
+    write_mpd(folder / "s.11.json.gz", synthetic_playlists(2), start_pid=29)
+    with pytest.raises(PipelineError, match=r"s.11.json.gz: pid 29 .* already read from s.9.json.gz"):
         read_mpd(folder, workers=1)
 
 
