@@ -8,7 +8,6 @@ PipelineError that names the file, the line and the fix.
 import csv
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +45,38 @@ def _first_bad_utf8_line(path: Path) -> tuple[int, str] | None:
     return None
 
 
+def _records(path: Path):
+    """(line where the record starts, fields) for each non-blank CSV record, the header first."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        while True:
+            start = reader.line_num + 1
+            fields = next(reader, None)
+            if fields is None:
+                return
+            if fields:  # pandas skips blank lines
+                yield start, fields
+
+
+def line_of_row(path: Path, row: int) -> int:
+    """The file line where data row `row` (0-based, after the header) starts, counting quoted line breaks
+    and blank lines; only called on the error path, so reading the file again is fine."""
+    for i, (line, _) in enumerate(_records(path)):
+        if i == row + 1:
+            return line
+    return row + 2
+
+
 def _parser_error(path: Path, e: Exception) -> str:
-    m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
-    if m:
-        return (f"{path}, line {m[2]}: {m[3]} fields where the header has {m[1]}; "
-                "quote fields that contain commas, or fix the row")
+    try:
+        records = _records(path)
+        _, header = next(records)
+        for line, fields in records:
+            if len(fields) != len(header):
+                return (f"{path}, line {line}: {len(fields)} fields where the header has {len(header)}; "
+                        "quote fields that contain commas, or fix the row")
+    except (csv.Error, StopIteration):
+        pass
     return f"{path}: malformed CSV ({str(e).strip()}); fix the row's field count or quoting"
 
 
@@ -74,7 +100,7 @@ def read_csv_strings(path: Path, required: dict[str, str]) -> pd.DataFrame:
     for col in required:
         empty = np.flatnonzero(df[col].str.strip().eq("").to_numpy())
         if len(empty):
-            raise PipelineError(f"{path}, line {empty[0] + 2}: empty {col!r}; every row needs one")
+            raise PipelineError(f"{path}, line {line_of_row(path, empty[0])}: empty {col!r}; every row needs one")
     return df
 
 
@@ -82,7 +108,7 @@ def _check_unique(df: pd.DataFrame, col: str, path: Path) -> None:
     dup = np.flatnonzero(df[col].duplicated().to_numpy())
     if len(dup):
         row = dup[0]
-        raise PipelineError(f"{path}, line {row + 2}: duplicate {col} {df[col].iloc[row]!r}; "
+        raise PipelineError(f"{path}, line {line_of_row(path, row)}: duplicate {col} {df[col].iloc[row]!r}; "
                             f"each {col} may appear once")
 
 

@@ -81,6 +81,16 @@ def test_bad_playlist_files_name_file_and_line(tmp_path, name, text, needle):
         load_playlists(cfg)
 
 
+def test_line_numbers_count_quoted_line_breaks_and_blank_lines(tmp_path):
+    info = 'glid,listname\n1,"two\nlines"\n\n2,ok\n1,dup\n'
+    cfg = write_files(tmp_path, **{"gen_playlist_info.csv": info})
+    with pytest.raises(PipelineError, match=r"gen_playlist_info.csv, line 6: duplicate glid '1'"):
+        load_playlists(cfg)
+    cfg = write_files(tmp_path, **{"gen_playlist_info.csv": info.replace("1,dup", "3,a,b")})
+    with pytest.raises(PipelineError, match=r"gen_playlist_info.csv, line 6: 3 fields where the header has 2"):
+        load_playlists(cfg)
+
+
 def test_non_utf8_names_the_line(tmp_path):
     cfg = write_files(tmp_path, **{"gen_playlist_info.csv": INFO.encode() + b"012,caf\xe9,x\n"})
     with pytest.raises(PipelineError, match=r"gen_playlist_info.csv, line 4: not valid UTF-8 \(byte 0xe9"):
