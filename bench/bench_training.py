@@ -1,0 +1,95 @@
+"""Training throughput of train_tiger.py's step and its model FLOPs utilisation against the matmul rate.
+
+    .venv/bin/python -m bench.bench_training --data_dir=D --output_dir=O --model_dir=/tmp/x [--tiger.*=...]
+
+D/O: a corpus made by prepare_corpus.py. Builds the trainer exactly as train_tiger.py does
+(playlist_gen.training: tokenizer, default-config T5, Seq2SeqTrainer with its collator and
+length-grouped sampler) and trains --bench_steps steps (default 40; the first 5 are not timed).
+Model FLOPs per step = 6 x (encoder non-embedding params x source tokens + (decoder non-embedding
++ LM-head params) x target tokens), attention excluded, real (unpadded) tokens of the step's batch.
+The fp32 matmul rate (4096^3) is measured before and after in the same process. Target on CPU: MFU >= 50%.
+"""
+
+import sys
+import time
+
+from transformers import TrainerCallback, set_seed
+
+from bench.common import machine, matmul_gflops
+
+WARMUP = 5
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.t = []
+
+    def on_step_begin(self, args, state, control, **kw):
+        self.t.append(time.perf_counter())
+
+    def on_train_end(self, args, state, control, **kw):
+        self.t.append(time.perf_counter())
+
+
+class TokenCounter:
+    """Wraps the collator: real source/target tokens of every batch, in order."""
+
+    def __init__(self, collator):
+        self.collator, self.batches = collator, []
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        self.batches.append((int(batch["attention_mask"].sum()), int((batch["labels"] != -100).sum())))
+        return batch
+
+
+def param_counts(model) -> tuple[int, int, int]:
+    emb = model.shared.weight.numel()
+    enc = sum(p.numel() for p in model.encoder.parameters()) - emb
+    dec = sum(p.numel() for p in model.decoder.parameters()) - emb
+    return enc, dec, model.get_output_embeddings().weight.numel()
+
+
+def main() -> None:
+    from playlist_gen import training
+    from playlist_gen.cli import parse_config
+    from playlist_gen.modeling import build_model, semantic_tokens
+
+    steps = int(next((a.split("=")[1] for a in sys.argv[1:] if a.startswith("--bench_steps=")), 40))
+    argv = [a for a in sys.argv[1:] if not a.startswith("--bench_steps=")]
+    cfg = parse_config(argv + [f"--tiger.max_steps={steps}", "--tiger.eval_steps=100000",
+                               "--tiger.save_steps=100000", "--tiger.resume=false", "--tiger.logging_steps=100000"])
+    tc = cfg.tiger
+    print(machine())
+    mm0 = matmul_gflops()
+    corpus_meta, _, train_df, val_df = training.load_corpus(cfg)
+    args = training.training_arguments(cfg)
+    args.disable_tqdm = True
+    tok, _ = training.shared_tokenizer(cfg, args, list(train_df["title"]), semantic_tokens(corpus_meta),
+                                       training.fingerprint(tc, corpus_meta))
+    set_seed(cfg.seed)
+    model = build_model(tc, tok)
+    train_f = training.encode_split(tok, train_df, tc.max_source_len)
+    trainer = training.make_trainer(model, tok, args, train_f, train_f[:8], tc.early_stopping_patience)
+    trainer.data_collator = counter = TokenCounter(trainer.data_collator)
+    trainer.add_callback(timer := StepTimer())
+    trainer.train()
+    mm1 = matmul_gflops()
+    enc, dec, head = param_counts(model)
+    secs = timer.t[-1] - timer.t[WARMUP]
+    src = sum(b[0] for b in counter.batches[WARMUP:steps])
+    tgt = sum(b[1] for b in counter.batches[WARMUP:steps])
+    flops = 6 * (enc * src + (dec + head) * tgt)
+    mm = (mm0 + mm1) / 2
+    mfu = flops / secs / 1e9 / mm
+    print(machine())
+    print(f"params: encoder {enc:,} decoder {dec:,} LM head {head:,}; timed steps {steps - WARMUP}, "
+          f"source tokens {src:,}, target tokens {tgt:,}, {secs:.1f} s")
+    print("| model | batch | tokens/s (src+tgt) | model GFLOP/s | matmul GFLOP/s (before/after) | MFU |")
+    print("|---|---|---|---|---|---|")
+    print(f"| d_model {tc.d_model}, {tc.num_layers}+{tc.num_decoder_layers} layers, d_ff {tc.d_ff} | {tc.batch_size} "
+          f"| {(src + tgt) / secs:,.0f} | {flops / secs / 1e9:.1f} | {mm0:.1f}/{mm1:.1f} | {100 * mfu:.0f}% |")
+
+
+if __name__ == "__main__":
+    main()
