@@ -33,8 +33,8 @@ def main(argv=None):
     tok, last = training.shared_tokenizer(cfg, args, list(train_df["title"]), semantic, fp)
     set_seed(cfg.seed)  # same initial weights on every rank
     model = build_model(tc, tok)
-    train_features = training.encode_split(tok, train_df, tc.max_source_len)
-    val_features = training.encode_split(tok, val_df, tc.max_source_len)
+    train_features = training.encode_split(tok, train_df, tc.max_source_len, str(cfg.split_path("train")))
+    val_features = training.encode_split(tok, val_df, tc.max_source_len, str(cfg.split_path("val")))
     trainer = training.make_trainer(model, tok, args, train_features, val_features, tc.early_stopping_patience)
     if last:
         log.info("resuming from %s", last)

@@ -26,7 +26,7 @@ ARCH_FIELDS = ("model_name", "sp_vocab_size", "lowercase", "d_model", "d_ff", "n
                "num_heads", "d_kv", "feed_forward_proj", "tie_embeddings", "max_source_len")
 
 
-def encode_split(tok, df, max_source_len: int) -> list[dict]:
+def encode_split(tok, df, max_source_len: int, where: str = "split file") -> list[dict]:
     """Rows (title, target) -> {input_ids, attention_mask, labels}; labels are the target tokens + </s>."""
     enc = tok(list(df["title"]), truncation=True, max_length=max_source_len)
     vocab = tok.get_vocab()
@@ -35,7 +35,7 @@ def encode_split(tok, df, max_source_len: int) -> list[dict]:
         try:
             labels = [vocab[t] for t in target.split()] + [tok.eos_token_id]
         except KeyError as e:
-            raise PipelineError(f"split file line {lineno}: target token {e.args[0]!r} is not in the tokenizer; "
+            raise PipelineError(f"{where}, line {lineno}: target token {e.args[0]!r} is not in the tokenizer; "
                                 "re-run `python prepare_corpus.py` after the semantic IDs changed") from None
         out.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
     return out
