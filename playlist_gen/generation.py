@@ -122,20 +122,20 @@ class TrieLogitsProcessor:
         dead = (gen == self.eos).any(1) if T else torch.zeros(rows, dtype=torch.bool, device=gen.device)
         node, dead = self._walk(torch.zeros(rows, dtype=torch.long, device=gen.device),
                                 gen[:, n_done * L:], dead)
-        allowed = self.trie.child[node] >= 0
-        if self.no_repeat and n_done:
-            allowed &= ~self._exhausted(gen, node, pos, n_done)
         ids = self.tok_ids[pos]
-        mask = torch.zeros_like(scores, dtype=torch.bool)
-        mask[:, ids] = allowed[:, :len(ids)]
-        end = dead | ~mask.any(1)
-        if pos == 0 and n_done >= self.min_tuples:
-            end = torch.ones_like(end)
+        allowed = self.trie.child[node, :len(ids)] >= 0
+        if self.no_repeat and n_done:
+            allowed &= ~self._exhausted(gen, node, pos, n_done)[:, :len(ids)]
         if pos == 0 and self.max_tuples is not None and n_done >= self.max_tuples:
             dead = torch.ones_like(dead)
-        mask[dead] = False
-        mask[:, self.eos] = end | dead
-        return scores.masked_fill(~mask, float("-inf"))
+        allowed &= ~dead[:, None]
+        end = dead | ~allowed.any(1)  # finished, forced to stop, or nowhere left to go
+        if pos == 0 and n_done >= self.min_tuples:
+            end = torch.ones_like(end)
+        out = torch.full_like(scores, float("-inf"))  # only this level's tokens and EOS can be finite
+        out[:, ids] = scores[:, ids].masked_fill(~allowed, float("-inf"))
+        out[:, self.eos] = scores[:, self.eos].masked_fill(~end, float("-inf"))
+        return out
 
 
 # ---------------------------------------------------------------- clusters -> songs

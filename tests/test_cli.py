@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from test_corpus import config_for, make_world
-from test_training import TINY
 
 import evaluate_tiger
 import generate_playlist
@@ -18,6 +17,9 @@ import prepare_corpus
 import train_tiger
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--tiger.d_model=32", "--tiger.d_ff=64", "--tiger.num_layers=1", "--tiger.num_decoder_layers=1",
+        "--tiger.num_heads=2", "--tiger.d_kv=16", "--tiger.batch_size=16", "--tiger.sp_vocab_size=320",
+        "--tiger.threads=1", "--tiger.max_steps=8", "--tiger.eval_steps=4", "--tiger.save_steps=4"]
 EVAL = ["--eval.k=20", "--eval.n_clusters=10", "--generate.batch_size=4", "--generate.num_beams=2",
         "--eval.examples=3"]
 SONG_LINE = re.compile(r"^\s*\d+\. \S.* - \S.* \(from a cluster of \d+ similar songs?\)$")
@@ -26,7 +28,7 @@ SONG_LINE = re.compile(r"^\s*\d+\. \S.* - \S.* \(from a cluster of \d+ similar s
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    args = make_world(root) + ["--tiger.max_steps=8", "--tiger.eval_steps=4", "--tiger.save_steps=4"]
+    args = make_world(root)
     prepare_corpus.main(args + ["--corpus.max_songs=8", "--corpus.test_fraction=0.15"])
     train_tiger.main(args + TINY)
     return args
