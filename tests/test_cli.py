@@ -106,3 +106,23 @@ def test_seeds_vary_random_picks_and_repl_ends_cleanly(pipeline, capsys, monkeyp
         out = capsys.readouterr().out
         assert out.count(generate_playlist.PROMPT) == 3  # asked again after the empty line
         assert sum(bool(SONG_LINE.match(line)) for line in out.splitlines()) == 3
+
+
+def test_song_index_cache_follows_its_inputs(pipeline, monkeypatch):
+    from playlist_gen import generation
+
+    cfg = config_for(pipeline)
+    cfg.song_index_path.unlink(missing_ok=True)
+    built = generation.load_song_index(cfg)
+    assert cfg.song_index_path.exists()
+    assert all(built.cluster_songs[t] == sorted(s, key=lambda x: (-built.counts.get(x, 0), x))
+               for t, s in built.cluster_songs.items())
+    calls = []
+    real_build = generation.SongIndex.build
+    monkeypatch.setattr(generation.SongIndex, "build", lambda *a: calls.append(1) or real_build(*a))
+    cached = generation.load_song_index(cfg)
+    assert calls == [] and cached.cluster_songs == built.cluster_songs and cached.names == built.names
+    train = cfg.split_path("train")
+    os.utime(train, ns=(train.stat().st_atime_ns, train.stat().st_mtime_ns + 10**9))  # a new corpus
+    generation.load_song_index(cfg)
+    assert calls == [1]
