@@ -7,7 +7,8 @@ D/O: a corpus made by prepare_corpus.py. Builds the trainer exactly as train_tig
 length-grouped sampler) and trains --bench_steps steps (default 40; the first 5 are not timed).
 Model FLOPs per step = 6 x (encoder non-embedding params x source tokens + (decoder non-embedding
 + LM-head params) x target tokens), attention excluded, real (unpadded) tokens of the step's batch.
-The fp32 matmul rate (4096^3) is measured before and after in the same process. Target on CPU: MFU >= 50%.
+The fp32 matmul rate (4096^3) is measured before and after in the same process, with the thread count
+training uses. Target on CPU: MFU >= 50%.
 """
 
 import sys
@@ -60,10 +61,10 @@ def main() -> None:
     cfg = parse_config(argv + [f"--tiger.max_steps={steps}", "--tiger.eval_steps=100000",
                                "--tiger.save_steps=100000", "--tiger.resume=false", "--tiger.logging_steps=100000"])
     tc = cfg.tiger
-    print(machine())
-    mm0 = matmul_gflops()
     corpus_meta, _, train_df, val_df = training.load_corpus(cfg)
-    args = training.training_arguments(cfg)
+    args = training.training_arguments(cfg)  # sets torch's threads (--tiger.threads) as train_tiger.py does
+    print(machine())
+    mm0 = matmul_gflops()  # at the thread count training uses
     args.disable_tqdm = True
     tok, _ = training.shared_tokenizer(cfg, args, list(train_df["title"]), semantic_tokens(corpus_meta),
                                        training.fingerprint(tc, corpus_meta))
