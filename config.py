@@ -161,7 +161,7 @@ class EvalConfig:
     """Stage 4, evaluate_tiger.py."""
 
     k: int = 100  # NDCG@K, Recall@K
-    n_clusters: int = 0  # clusters per test playlist, every method alike; 0 = the max_songs the model was trained on
+    n_clusters: int = 0  # clusters per test playlist, every method alike; 0 = median training target length
     song_pick: str = "popular"  # cluster -> song for the song-level metrics: popular | random | weighted
     fill_to_k: bool = True  # extend each song list to k with more songs of its own clusters, popular first
     max_playlists: int = 0  # 0 = the whole test split

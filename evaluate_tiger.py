@@ -1,10 +1,10 @@
 """Stage 4: evaluate the trained title -> semantic-ID model against three baselines on the test split.
 
 Per test playlist the model generates eval.n_clusters clusters (trie-constrained, generate.mode; by
-default as many as the longest playlist it was trained to write, corpus.max_songs), one song is picked
-per cluster (eval.song_pick) and, with eval.fill_to_k, the list is extended to K songs with the next
-most popular songs of the same clusters, round robin: the song-level metrics need K songs, and a
-cluster's other songs rank better than clusters generated past the lengths seen in training.
+default the median length of the training targets, a typical playlist), one song is picked per cluster
+(eval.song_pick) and, with eval.fill_to_k, the list is extended to K songs with the next most popular
+songs of the same clusters, round robin: the song-level metrics need K songs, and a cluster's other
+songs rank better than clusters generated past the lengths seen in training.
 Baselines on the same playlists: popularity (top training songs), title kNN (TF-IDF char 2-4-grams,
 eval.knn_neighbors nearest training playlists) and random real clusters; a baseline's clusters are
 those of its songs. Metrics: ROUGE-L, BLEU-4 and tuple F1 on semantic IDs (one unit per token);
@@ -77,6 +77,7 @@ class EvalData:
     artists: dict  # song_id -> artist
     names: dict  # song_id -> name
     catalogue: set  # songs with semantic IDs
+    median_target_tokens: int  # of the training split
 
 
 def load_eval_data(cfg, write_index: bool) -> EvalData:
@@ -106,7 +107,7 @@ def load_eval_data(cfg, write_index: bool) -> EvalData:
     log.info("evaluating on %s test playlists (%s training playlists)", f"{len(rows):,}", f"{len(train_ids):,}")
     return EvalData(rows, {g: song_lists.get(g, []) for _, g, *_ in rows}, index, popularity, knn,
                     dict(zip(info["song_id"], info["artist"])), dict(zip(info["song_id"], info["name"])),
-                    set(index.song_cluster))
+                    set(index.song_cluster), int(np.median([len(t.split()) for t in train["target"]])))
 
 
 def clusters_of(songs, index, n: int) -> list[tuple]:
@@ -205,7 +206,8 @@ def main(argv=None):
         data = load_eval_data(cfg, write_index=dist.is_main)
         generator = load_generator(cfg, data.index.cluster_songs, dist.device)
         data.test = [(*r[:4], tokens.decode(r[4], generator.levels, generator.scheme)) for r in data.test]
-        n, bs = cfg.eval.n_clusters or int(generator.meta.get("max_songs", cfg.eval.k)), cfg.generate.batch_size
+        n = cfg.eval.n_clusters or max(1, round(data.median_target_tokens / generator.levels))
+        bs = cfg.generate.batch_size
         batches = [data.test[j:j + bs] for j in range(0, len(data.test), bs)]
         mine = [b for b in range(len(batches)) if b % dist.world == dist.rank]
         records = []
