@@ -154,6 +154,7 @@ class GenerateConfig:
     constrained: bool = True
     explain: bool = False
     batch_size: int = 32
+    cpu_threads: int = 1  # torch threads for generation on CPU; 1 is fastest for its small matmuls; 0 = torch's default
 
 
 @dataclass

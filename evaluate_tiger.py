@@ -34,13 +34,13 @@ METHODS = ("model", "popularity", "title_knn", "random_cluster")
 class Distributed:
     """Rank, world size and device from torchrun's environment (a single process without it)."""
 
-    def __init__(self):
+    def __init__(self, cpu_threads: int = 0):
         from playlist_gen.generation import pick_device
 
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.is_main = self.rank == 0
-        self.device = pick_device(int(os.environ.get("LOCAL_RANK", "0")))
+        self.device = pick_device(int(os.environ.get("LOCAL_RANK", "0")), cpu_threads)
         if self.world > 1:
             import torch
             import torch.distributed as dist
@@ -199,7 +199,7 @@ def main(argv=None):
     from playlist_gen import tokens
     from playlist_gen.generation import load_generator
 
-    dist = Distributed()
+    dist = Distributed(cfg.generate.cpu_threads)
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     try:

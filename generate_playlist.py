@@ -10,6 +10,7 @@ seed gives a new playlist for the same title.
 
 import logging
 import sys
+import threading
 
 from playlist_gen.cli import parse_config, run_script
 
@@ -19,23 +20,53 @@ PROMPT = "输入歌单标题 / playlist title: "
 EXIT_WORDS = {"exit", "quit", "q", "退出"}
 
 
+def check_options(cfg) -> None:
+    """Fail before any loading (and before the prompt) on a bad option or a missing model."""
+    from playlist_gen.generation import MODES, PICKS
+    from playlist_gen.io import PipelineError, require_file
+    from playlist_gen.modeling import MADE_BY, META_FILE
+
+    g = cfg.generate
+    if g.mode not in MODES or g.pick not in PICKS or g.num_songs < 1:
+        raise PipelineError(f"--mode must be one of {MODES}, --pick one of {PICKS}, --num_songs at least 1 "
+                            f"(got {g.mode!r}, {g.pick!r}, {g.num_songs})")
+    require_file(cfg.final_model_dir / META_FILE, f"no trained model in {cfg.final_model_dir}; {MADE_BY}")
+
+
+class Background:
+    """Run `fn` in a thread (imports and model loading while the first title is typed); get() waits."""
+
+    def __init__(self, fn):
+        self.result, self.error = None, None
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn):
+        try:
+            self.result = fn()
+        except BaseException as e:  # re-raised in the caller's thread by get()
+            self.error = e
+
+    def get(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
 class PlaylistMaker:
     """The song index and the model, loaded once; one call per title."""
 
     def __init__(self, cfg):
-        from playlist_gen.generation import MODES, PICKS, load_generator, load_song_index, pick_device
-        from playlist_gen.io import PipelineError
+        from playlist_gen.generation import load_generator, load_song_index, pick_device
 
-        g = cfg.generate
-        if g.mode not in MODES or g.pick not in PICKS or g.num_songs < 1:
-            raise PipelineError(f"--mode must be one of {MODES}, --pick one of {PICKS}, --num_songs at least 1 "
-                                f"(got {g.mode!r}, {g.pick!r}, {g.num_songs})")
+        check_options(cfg)
         self.cfg, self.requests = cfg, 0
         self.index = load_song_index(cfg)
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bar before the playlist
-        self.generator = load_generator(cfg, self.index.cluster_songs, pick_device())
+        self.generator = load_generator(cfg, self.index.cluster_songs, pick_device(0, cfg.generate.cpu_threads))
         if self.generator.meta.get("extra_columns"):
             log.warning("the model was trained on titles plus %r; only the title is given here",
                         self.generator.meta["extra_columns"])
@@ -71,7 +102,7 @@ class PlaylistMaker:
         print(self.format(title, self.playlist(title)), flush=True)
 
 
-def repl(maker: PlaylistMaker) -> None:
+def repl(maker: Background) -> None:
     """Ask for titles until exit/quit, Ctrl-D or Ctrl-C; an empty line asks again."""
     while True:
         try:
@@ -79,7 +110,7 @@ def repl(maker: PlaylistMaker) -> None:
             if title.lower() in EXIT_WORDS:
                 return
             if title:
-                maker.show(title)
+                maker.get().show(title)
         except (EOFError, KeyboardInterrupt):
             print()
             return
@@ -97,7 +128,8 @@ def main(argv=None):
                 maker.show(line)
                 print()
     else:
-        repl(PlaylistMaker(cfg))
+        check_options(cfg)
+        repl(Background(lambda: PlaylistMaker(cfg)))
 
 
 if __name__ == "__main__":

@@ -298,11 +298,16 @@ class PlaylistGenerator:
 
 
 # ---------------------------------------------------------------- loading
-def pick_device(local_rank: int = 0) -> str:
-    """The one place that chooses between GPU and CPU."""
+def pick_device(local_rank: int = 0, cpu_threads: int = 0) -> str:
+    """The one place that chooses between GPU and CPU; on CPU, `cpu_threads` > 0 sets torch's thread count
+    (generation's small matrix products lose more to thread synchronisation than they gain)."""
     import torch
 
-    return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return f"cuda:{local_rank}"
+    if cpu_threads > 0:
+        torch.set_num_threads(cpu_threads)
+    return "cpu"
 
 
 def training_counts(playlists, train_ids) -> dict[str, int]:
