@@ -135,7 +135,7 @@ class TigerConfig:
     early_stopping_patience: int = 5  # evaluations without a better val loss
     precision: str = "auto"  # auto (bf16 where supported, else fp32) | fp32 | bf16; never fp16
     num_workers: int = 0
-    threads: int = 0  # torch CPU threads per process; 0 = torch's default (the cores, split among processes)
+    threads: int = 0  # torch CPU threads per process; 0 = torch's default, or 1 when the CPU is already busy
     resume: bool = True  # continue from the last complete checkpoint; false deletes the checkpoints
 
 

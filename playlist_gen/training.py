@@ -180,9 +180,20 @@ def training_arguments(cfg):
         bf16=bf16, use_cpu=not cuda, ddp_backend="gloo" if distributed and not cuda else None,
         ddp_find_unused_parameters=False, dataloader_num_workers=tc.num_workers, remove_unused_columns=False,
     )
-    if tc.threads > 0:  # after the arguments: accelerate sets its own default for CPU processes
-        torch.set_num_threads(tc.threads)
+    set_threads(tc.threads, cuda)  # after the arguments: accelerate sets its own default for CPU processes
     return args
+
+
+def set_threads(threads: int, cuda: bool) -> None:
+    """0 = torch's default, except on a CPU already busy with other work: there every small op of a multi-threaded
+    step waits at OpenMP barriers for a descheduled thread (measured 4-7x slower than one thread)."""
+    busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+    if threads == 0 and busy and not cuda:
+        log.info("load average %.1f on %d cores: training with 1 torch thread (set --tiger.threads to override)",
+                 os.getloadavg()[0], os.cpu_count() or 1)
+        threads = 1
+    if threads > 0:
+        torch.set_num_threads(threads)
 
 
 def token_mean_loss(outputs, labels, num_items_in_batch=None):
