@@ -197,8 +197,9 @@ def write_examples(path, records: list[dict], data: EvalData, n: int, header: st
 def main(argv=None):
     cfg = parse_config(argv, __doc__)
     from playlist_gen import tokens
-    from playlist_gen.generation import load_generator
+    from playlist_gen.generation import load_generator, require_model
 
+    require_model(cfg)
     dist = Distributed(cfg.generate.cpu_threads)
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)

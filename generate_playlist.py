@@ -22,15 +22,14 @@ EXIT_WORDS = {"exit", "quit", "q", "退出"}
 
 def check_options(cfg) -> None:
     """Fail before any loading (and before the prompt) on a bad option or a missing model."""
-    from playlist_gen.generation import MODES, PICKS
-    from playlist_gen.io import PipelineError, require_file
-    from playlist_gen.modeling import MADE_BY, META_FILE
+    from playlist_gen.generation import MODES, PICKS, require_model
+    from playlist_gen.io import PipelineError
 
     g = cfg.generate
     if g.mode not in MODES or g.pick not in PICKS or g.num_songs < 1:
         raise PipelineError(f"--mode must be one of {MODES}, --pick one of {PICKS}, --num_songs at least 1 "
                             f"(got {g.mode!r}, {g.pick!r}, {g.num_songs})")
-    require_file(cfg.final_model_dir / META_FILE, f"no trained model in {cfg.final_model_dir}; {MADE_BY}")
+    require_model(cfg)
 
 
 class Background:

@@ -343,6 +343,14 @@ def load_song_index(cfg, playlists=None, write: bool = True) -> SongIndex:
     return index
 
 
+def require_model(cfg) -> None:
+    """Fail before any slow loading when stage 3 has not run."""
+    from .io import require_file
+    from .modeling import MADE_BY, META_FILE
+
+    require_file(cfg.final_model_dir / META_FILE, f"no trained model in {cfg.final_model_dir}; {MADE_BY}")
+
+
 def load_generator(cfg, clusters, device: str = "cpu") -> PlaylistGenerator:
     """The trained model of cfg.model_dir, checked against the current semantic IDs."""
     from .modeling import load_tiger
