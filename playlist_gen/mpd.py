@@ -1,10 +1,13 @@
 """Import Spotify Million Playlist Dataset (MPD) slices into the four-file data contract.
 
 A slice is `{"info": ..., "playlists": [{"name", "pid", "tracks": [{"track_uri", "track_name",
-"artist_name", ...}], ...}]}`, plain or gzipped. Playlists are decoded one at a time from a
-buffered text stream (so one huge file never sits in memory as a tree, and a bad playlist is
-reported with its index); songs are interned to integer codes and entries kept in int32 arrays,
-so 1M playlists / 66M entries fit in a few GiB. Tables are built column-wise at the end.
+"artist_name", ...}], ...}]}`, plain or gzipped. A slice of normal size (MPD's are ~33 MB) is decoded
+whole by msgspec against a schema that keeps only the fields used here (the rest is skipped without
+building Python objects); a bigger file, or one the strict schema rejects, goes through a streaming
+decoder that reads one playlist at a time (so one huge file never sits in memory as a tree) and names
+the playlist and track of any problem. Songs are interned to integer codes per file and merged into
+global codes in file order, and entries kept in int32 arrays, so 1M playlists / 66M entries fit in a
+few GiB. Tables are built column-wise at the end.
 """
 
 import gzip
@@ -16,8 +19,11 @@ import re
 from array import array
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain, count
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -27,6 +33,7 @@ from .io import PipelineError
 log = logging.getLogger(__name__)
 
 CHUNK_CHARS = 1 << 22
+WHOLE_FILE_BYTES = 256 << 20  # larger (uncompressed) files are streamed: bounded memory per worker
 PLAYLIST_COLUMNS = ("num_followers", "description", "modified_at", "collaborative")  # kept when present
 _decoder = json.JSONDecoder()
 
@@ -127,26 +134,53 @@ class _Stream:
             return obj
 
 
+class _Track(msgspec.Struct, gc=False):  # gc=False: holds only strings, so 66M of them cost the GC nothing
+    track_uri: str
+    track_name: str | None = None
+    artist_name: str | None = None
+
+
+class _Playlist(msgspec.Struct, gc=False):
+    pid: Any
+    tracks: list[_Track]
+    name: Any = None
+    num_followers: Any = msgspec.UNSET  # UNSET: the key is absent (the column is kept only if some playlist has it)
+    description: Any = msgspec.UNSET
+    modified_at: Any = msgspec.UNSET
+    collaborative: Any = msgspec.UNSET
+
+
+class _Slice(msgspec.Struct):
+    playlists: list[_Playlist]
+
+
+_slice_decoder = msgspec.json.Decoder(_Slice)
+
+
 @dataclass
 class FileTables:
-    """One file's playlists, with songs interned per file (codes into `uris`)."""
+    """One file's playlists, with songs interned per file (codes into `uris`, in first-appearance order)."""
 
     path: Path
     playlist_ids: list[str] = field(default_factory=list)
     titles: list[str] = field(default_factory=list)
     extra: dict[str, list] = field(default_factory=dict)
-    uris: dict[str, int] = field(default_factory=dict)
+    uris: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     artists: list[str] = field(default_factory=list)
-    entry_playlist: array = field(default_factory=lambda: array("i"))
-    entry_song: array = field(default_factory=lambda: array("i"))
+    lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # entries per playlist
+    entry_song: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # playlists one after another
     skipped: dict[str, int] = field(default_factory=dict)
 
+    def skip(self, title: str) -> None:
+        what = "playlists without a title" if not title else "playlists without tracks"
+        self.skipped[what] = self.skipped.get(what, 0) + 1
 
-def _add_tracks(t: FileTables, tracks: list, index: int) -> list[int]:
-    uris, get, codes = t.uris, t.uris.get, []
+
+def _add_tracks(t: FileTables, uris: dict[str, int], tracks: list, index: int) -> list[int]:
+    get, codes = uris.get, []
     try:
-        for track in tracks:  # the hot loop: 66M iterations for the whole MPD
+        for track in tracks:  # streaming path only: the whole-file path interns without a Python loop per track
             uri = track["track_uri"]
             code = get(uri)
             if code is None:
@@ -160,7 +194,8 @@ def _add_tracks(t: FileTables, tracks: list, index: int) -> list[int]:
     return codes
 
 
-def _add_playlist(t: FileTables, p: dict, index: int) -> None:
+def _add_playlist(t: FileTables, uris: dict[str, int], p: dict, index: int) -> list[int]:
+    """The playlist's song codes (empty when it is skipped)."""
     try:
         pid, tracks = str(p["pid"]), p["tracks"]
     except KeyError as e:
@@ -168,12 +203,9 @@ def _add_playlist(t: FileTables, p: dict, index: int) -> None:
                             "\"tracks\"") from None
     title = _clean(p.get("name"))
     if not title or not isinstance(tracks, list) or not tracks:
-        what = "playlists without a title" if not title else "playlists without tracks"
-        t.skipped[what] = t.skipped.get(what, 0) + 1
-        return
-    codes = _add_tracks(t, tracks, index)
-    t.entry_song.extend(codes)
-    t.entry_playlist.extend([len(t.playlist_ids)] * len(codes))
+        t.skip(title)
+        return []
+    codes = _add_tracks(t, uris, tracks, index)
     t.playlist_ids.append(pid)
     t.titles.append(title)
     for col in PLAYLIST_COLUMNS:
@@ -181,17 +213,86 @@ def _add_playlist(t: FileTables, p: dict, index: int) -> None:
             t.extra.setdefault(col, [None] * (len(t.playlist_ids) - 1))
         if col in t.extra:
             t.extra[col].append(p.get(col))
+    return codes
 
 
-def read_file(path: Path, max_playlists: int = 0) -> FileTables:
-    """Every playlist of one slice (at most `max_playlists` if > 0)."""
-    t = FileTables(path=path)
+def _read_streaming(path: Path, max_playlists: int) -> FileTables:
+    t, uris = FileTables(path=path), {}
+    lengths, entry_song = array("i"), array("i")
     with _open_text(path) as f:
         for index, p in _Stream(f, path).playlists():
             if max_playlists and len(t.playlist_ids) >= max_playlists:
                 break
-            _add_playlist(t, p, index)
+            codes = _add_playlist(t, uris, p, index)
+            if codes:
+                lengths.append(len(codes))
+                entry_song.extend(codes)
+    t.uris = list(uris)
+    t.lengths, t.entry_song = np.array(lengths, dtype=np.int32), np.array(entry_song, dtype=np.int32)
     return t
+
+
+def _read_whole(path: Path) -> bytes | None:
+    """The file's (uncompressed) bytes, or None when it is larger than WHOLE_FILE_BYTES or unreadable."""
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                raw = f.read(WHOLE_FILE_BYTES + 1)
+        else:
+            raw = path.read_bytes() if path.stat().st_size <= WHOLE_FILE_BYTES else b""
+    except (OSError, EOFError):
+        return None  # the streaming reader says what is wrong with it
+    return raw if 0 < len(raw) <= WHOLE_FILE_BYTES else None
+
+
+def _intern_tracks(t: FileTables, track_lists: list[list[_Track]]) -> None:
+    """Per-file song codes in first-appearance order, as the streaming path makes them, without a loop per track."""
+    tracks = list(chain.from_iterable(track_lists))
+    uris = [track.track_uri for track in tracks]
+    first: dict[str, int] = {}
+    first_entry = np.fromiter(map(first.setdefault, uris, count()), np.int64, len(uris))  # entry -> its song's first
+    firsts = np.fromiter(first.values(), np.int64, len(first))
+    code_of_first = np.empty(len(uris), np.int32)
+    code_of_first[firsts] = np.arange(len(firsts), dtype=np.int32)
+    t.entry_song = code_of_first[first_entry]
+    t.lengths = np.fromiter(map(len, track_lists), np.int32, len(track_lists))
+    t.uris = list(first)
+    songs = [tracks[i] for i in firsts.tolist()]
+    t.names = [song.track_name or "" for song in songs]
+    t.artists = [song.artist_name or "" for song in songs]
+
+
+def _tables_from_slice(path: Path, playlists: list[_Playlist], max_playlists: int) -> FileTables:
+    t, kept = FileTables(path=path), []
+    for p in playlists:
+        if max_playlists and len(kept) >= max_playlists:
+            break
+        title = _clean(p.name)
+        if not title or not p.tracks:
+            t.skip(title)
+            continue
+        kept.append(p)
+        t.titles.append(title)
+    t.playlist_ids = [str(p.pid) for p in kept]
+    for col in PLAYLIST_COLUMNS:
+        values = [getattr(p, col) for p in kept]
+        if any(v is not msgspec.UNSET for v in values):
+            t.extra[col] = [None if v is msgspec.UNSET else v for v in values]
+    _intern_tracks(t, [p.tracks for p in kept])
+    return t
+
+
+def read_file(path: Path, max_playlists: int = 0) -> FileTables:
+    """Every playlist of one slice (at most `max_playlists` if > 0)."""
+    raw = _read_whole(path)
+    if raw is not None:
+        try:
+            playlists = _slice_decoder.decode(raw).playlists
+        except msgspec.DecodeError:
+            pass  # not the strict schema: the streaming reader names the problem, or takes what is merely unusual
+        else:
+            return _tables_from_slice(path, playlists, max_playlists)
+    return _read_streaming(path, max_playlists)
 
 
 def _clean(text) -> str:
@@ -215,32 +316,42 @@ class MPDTables:
 
     def merge(self, f: FileTables, limit: int) -> None:
         keep = len(f.playlist_ids) if not limit else min(len(f.playlist_ids), limit - len(self.playlist_ids))
-        for j, pid in enumerate(f.playlist_ids[:keep]):
-            if pid in self.seen:
-                raise PipelineError(f"{f.path}: pid {pid} (its playlist {j} with a title) was already read from "
-                                    f"{self.seen[pid]}; import each slice once")
-            self.seen[pid] = f.path.name
+        self._check_new_pids(f, f.playlist_ids[:keep])
         for what, n in f.skipped.items():
             self.skipped[what] = self.skipped.get(what, 0) + n
         n_extra = len(self.playlist_ids)
         for col in PLAYLIST_COLUMNS:  # a fixed order: the same columns in the same order on every run
             if col in self.extra or col in f.extra:
                 self.extra.setdefault(col, [None] * n_extra).extend(f.extra.get(col, [None] * keep)[:keep])
-        remap = np.empty(len(f.uris), dtype=np.int32)
-        uris = self.song_uris
-        for local, uri in enumerate(f.uris):
-            code = uris.get(uri)
-            if code is None:
-                code = uris[uri] = len(uris)
-                self.song_names.append(f.names[local])
-                self.song_artists.append(f.artists[local])
-            remap[local] = code
-        entry_playlist = np.frombuffer(f.entry_playlist, dtype=np.int32)
-        n_entries = int(np.searchsorted(entry_playlist, keep))
-        self.entry_playlist.append(entry_playlist[:n_entries] + np.int32(n_extra))
-        self.entry_song.append(remap[np.frombuffer(f.entry_song, dtype=np.int32)[:n_entries]])
+        lengths = f.lengths[:keep]
+        entry_song = f.entry_song[:int(lengths.sum())]
+        n_used = int(entry_song.max()) + 1 if len(entry_song) else 0  # songs only in dropped playlists come last
+        remap = self._intern(f.uris[:n_used], f.names, f.artists)
+        self.entry_playlist.append(np.repeat(np.arange(n_extra, n_extra + keep, dtype=np.int32), lengths))
+        self.entry_song.append(remap[entry_song])
         self.playlist_ids += f.playlist_ids[:keep]
         self.titles += f.titles[:keep]
+
+    def _check_new_pids(self, f: FileTables, pids: list[str]) -> None:
+        if not self.seen.keys().isdisjoint(pids) or len(set(pids)) != len(pids):
+            for j, pid in enumerate(pids):  # find the first repeat, as the message needs it
+                if pid in self.seen:
+                    raise PipelineError(f"{f.path}: pid {pid} (its playlist {j} with a title) was already read from "
+                                        f"{self.seen[pid]}; import each slice once")
+                self.seen[pid] = f.path.name
+        self.seen.update(dict.fromkeys(pids, f.path.name))
+
+    def _intern(self, uris: list[str], names: list[str], artists: list[str]) -> np.ndarray:
+        """Global codes for one file's songs (int32, by local code); new songs get the next codes in file order."""
+        known, n0 = self.song_uris, len(self.song_uris)
+        remap = np.fromiter(map(known.setdefault, uris, count(n0)), np.int64, len(uris))  # new: n0 + local index
+        new = np.flatnonzero(remap >= n0)
+        remap[new] = np.arange(n0, n0 + len(new))
+        new = new.tolist()
+        known.update(zip([uris[i] for i in new], range(n0, n0 + len(new))))  # codes dense again
+        self.song_names += [names[i] for i in new]
+        self.song_artists += [artists[i] for i in new]
+        return remap.astype(np.int32)
 
 
 def _read_files(files: list[Path], max_playlists: int, workers: int):
@@ -275,13 +386,9 @@ def read_mpd(path, max_playlists: int = 0, workers: int = 0) -> MPDTables:
     return t
 
 
-def _clean_column(values: list[str]) -> pd.Series:
-    return pd.Series(values, dtype=object).astype(str).str.replace(r"\s+", " ", regex=True).str.strip()
-
-
 def song_id(uri: str) -> str:
     """`spotify:track:6rqhFgbbKwnb9MLmUQDhG6` -> `6rqhFgbbKwnb9MLmUQDhG6`."""
-    return uri.rsplit(":", 1)[-1]
+    return uri.rpartition(":")[2]
 
 
 def to_frames(t: MPDTables) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -289,11 +396,11 @@ def to_frames(t: MPDTables) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     info = pd.DataFrame({"playlist_id": t.playlist_ids, "title": t.titles})
     for col, values in t.extra.items():
         info[col] = [_clean(v) if isinstance(v, str) else v for v in values]
-    ids = [song_id(u) for u in t.song_uris]  # dict order = code order
+    ids = list(map(song_id, t.song_uris))  # dict order = code order
     if len(set(ids)) != len(ids):
         ids = list(t.song_uris)  # ids clash once the URI prefix is cut: keep the whole URI
-    song_info = pd.DataFrame({"song_id": ids, "name": _clean_column(t.song_names),
-                              "artist": _clean_column(t.song_artists)})
+    song_info = pd.DataFrame({"song_id": ids, "name": list(map(_clean, t.song_names)),
+                              "artist": list(map(_clean, t.song_artists))})
     songs = pd.DataFrame({
         "playlist_id": pd.Categorical.from_codes(np.concatenate(t.entry_playlist), t.playlist_ids),
         "song_id": pd.Categorical.from_codes(np.concatenate(t.entry_song), ids),
