@@ -62,9 +62,6 @@ class PlaylistMaker:
         check_options(cfg)
         self.cfg, self.requests = cfg, 0
         self.index = load_song_index(cfg)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar before the playlist
         self.generator = load_generator(cfg, self.index.cluster_songs, pick_device(0, cfg.generate.cpu_threads))
         if self.generator.meta.get("extra_columns"):
             log.warning("the model was trained on titles plus %r; only the title is given here",

@@ -235,10 +235,10 @@ def fill_from_clusters(picked: list[str], tuples, index: SongIndex, k: int) -> l
 
 # ---------------------------------------------------------------- model -> tuples
 class PlaylistGenerator:
-    """A trained title -> semantic-ID model plus the trie of existing clusters."""
+    """A trained title -> semantic-ID model (t5_runtime: no transformers import) plus the trie of existing clusters."""
 
-    def __init__(self, model, tokenizer, meta: dict, clusters, device="cpu"):
-        self.model, self.tokenizer, self.meta, self.device = model, tokenizer, meta, device
+    def __init__(self, runtime, tokenizer, meta: dict, clusters, device="cpu"):
+        self.runtime, self.tokenizer, self.meta, self.device = runtime, tokenizer, meta, device
         self.levels, self.scheme = int(meta["levels"]), meta.get("token_scheme", "level")
         sizes = [int(k) for k in meta["codebook_sizes"]]
         self.max_source_len = int(meta.get("max_source_len", 64))
@@ -250,29 +250,29 @@ class PlaylistGenerator:
             raise PipelineError("the model's tokenizer lacks semantic-ID tokens for these IDs; "
                                 "re-run `python prepare_corpus.py` and `python train_tiger.py`")
         self.eos = tokenizer.eos_token_id
-        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.vocab_size = runtime.w["lm_head.weight"].shape[0]
         self.valid = set(self.trie.clusters)
 
     def processor(self, num_songs: int, no_repeat: bool = True) -> TrieLogitsProcessor:
         return TrieLogitsProcessor(self.trie, self.token_ids, self.vocab_size, self.eos,
                                    min_tuples=num_songs, max_tuples=num_songs, no_repeat=no_repeat)
 
-    def _generate_kwargs(self, g, num_songs: int) -> dict:
+    def processors(self, g, num_songs: int) -> list:
+        """Score processors in transformers' order: the trie (or at least num_songs tuples' tokens), then
+        for sampling temperature and top-p."""
+        from .t5_runtime import min_new_tokens, top_p_warper
+
         if g.mode not in MODES:
             raise PipelineError(f"unknown generate.mode {g.mode!r}; use one of {MODES}")
-        n_tokens = self.levels * num_songs
-        kw = {"max_new_tokens": n_tokens + 1}
-        if g.mode == "beam":
-            kw.update(num_beams=g.num_beams, do_sample=False)
-        else:
-            kw.update(num_beams=1, do_sample=True, temperature=g.temperature, top_p=g.top_p, top_k=0)
         if g.constrained:
-            from transformers import LogitsProcessorList
-
-            kw["logits_processor"] = LogitsProcessorList([self.processor(num_songs, g.no_repeat_cluster)])
+            out = [self.processor(num_songs, g.no_repeat_cluster)]
         else:
-            kw["min_new_tokens"] = n_tokens
-        return kw
+            out = [min_new_tokens(self.levels * num_songs, self.eos)]
+        if g.mode == "sample" and g.temperature != 1.0:
+            out.append(lambda _ids, scores: scores / g.temperature)
+        if g.mode == "sample" and g.top_p < 1.0:
+            out.append(top_p_warper(g.top_p))
+        return out
 
     def generate(self, texts: list[str], g, num_songs: int | None = None, seed: int = 0,
                  batch_offset: int = 0) -> list[list[tuple]]:
@@ -283,15 +283,19 @@ class PlaylistGenerator:
         """
         import torch
 
+        from .t5_runtime import beam_search, sample
+
         num_songs = g.num_songs if num_songs is None else num_songs
-        kw = self._generate_kwargs(g, num_songs)
+        procs, max_new = self.processors(g, num_songs), self.levels * num_songs + 1
         out = []
         for b, start in enumerate(range(0, len(texts), g.batch_size)):
-            enc = self.tokenizer(list(texts[start:start + g.batch_size]), padding=True, truncation=True,
-                                 max_length=self.max_source_len, return_tensors="pt").to(self.device)
+            ids, mask = self.tokenizer.batch(texts[start:start + g.batch_size], self.max_source_len, self.device)
             torch.manual_seed(seed + batch_offset + b)
             with torch.inference_mode():
-                seqs = self.model.generate(**enc, **kw)
+                if g.mode == "beam":
+                    seqs = beam_search(self.runtime, ids, mask, procs, g.num_beams, max_new)
+                else:
+                    seqs = sample(self.runtime, ids, mask, procs, max_new)
             for row in seqs.tolist():
                 out.append(tok.decode(self.tokenizer.convert_ids_to_tokens(row), self.levels, self.scheme))
         return out
@@ -353,10 +357,10 @@ def require_model(cfg) -> None:
 
 def load_generator(cfg, clusters, device: str = "cpu") -> PlaylistGenerator:
     """The trained model of cfg.model_dir, checked against the current semantic IDs."""
-    from .modeling import load_tiger
+    from .modeling import load_tiger_runtime
     from .semantic_ids import read_meta
 
-    model, tokenizer, meta = load_tiger(cfg.final_model_dir, device)
+    runtime, tokenizer, meta = load_tiger_runtime(cfg.final_model_dir, device)
     ids_meta = read_meta(cfg.semantic_meta_path)
     trained_on = meta.get("semantic_ids", ids_meta)
     if any(trained_on.get(k) != ids_meta.get(k) for k in ("method", "levels", "codebook_sizes")):
@@ -364,4 +368,4 @@ def load_generator(cfg, clusters, device: str = "cpu") -> PlaylistGenerator:
                             f"{trained_on.get('codebook_sizes')}) than {cfg.semantic_meta_path} "
                             f"({ids_meta['method']}, {ids_meta['codebook_sizes']}); re-run `python prepare_corpus.py` "
                             "and `python train_tiger.py`")
-    return PlaylistGenerator(model, tokenizer, meta, clusters, device)
+    return PlaylistGenerator(runtime, tokenizer, meta, clusters, device)

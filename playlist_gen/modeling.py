@@ -5,7 +5,8 @@ Chinese character or emoji encodes without `<unk>`) plus every semantic-ID token
 and a T5 sized by `TigerConfig`. A local path instead: that T5 and its tokenizer, with the semantic-ID
 tokens added and the embeddings resized. Nothing is ever downloaded.
 
-Stage 4 loads the result with `load_tiger(model_dir, device) -> (model, tokenizer, meta)`.
+`load_tiger(model_dir, device) -> (model, tokenizer, meta)` loads the result with transformers;
+stages 4/5 generate through `load_tiger_runtime` (playlist_gen.t5_runtime, no transformers import).
 """
 
 import io
@@ -139,3 +140,15 @@ def load_tiger(model_dir, device="cpu"):
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, local_files_only=True).to(device).eval()
     check_tokenizer(tok, semantic_tokens(meta))
     return model, tok, meta
+
+
+def load_tiger_runtime(model_dir, device="cpu"):
+    """(t5_runtime.T5Runtime, t5_runtime.FastTokenizer, meta) for generation: the same model as load_tiger
+    without importing transformers (several seconds at the start of generate_playlist.py)."""
+    from .t5_runtime import load_runtime
+
+    model_dir = Path(model_dir)
+    meta = read_json(model_dir / META_FILE, f"{model_dir} has no trained model; {MADE_BY}")
+    runtime, tok = load_runtime(model_dir, device)
+    check_tokenizer(tok, semantic_tokens(meta))
+    return runtime, tok, meta

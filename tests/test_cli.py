@@ -79,6 +79,44 @@ def test_generate_one_shot_and_piped_titles(pipeline):
     assert sum(line.startswith("🎵") for line in piped) == 2
 
 
+def test_cli_starts_without_transformers(pipeline):
+    """The start path imports torch, not transformers (its T5 import cost 6-7 s of a 3 s target)."""
+    code = ("import sys, generate_playlist; generate_playlist.main(sys.argv[1:]); "
+            "assert 'transformers' not in sys.modules, 'transformers imported'")
+    out = run([sys.executable, "-c", code, *pipeline, "--title=chill", "--num_songs=3"]).stdout
+    assert sum(bool(SONG_LINE.match(line)) for line in out.splitlines()) == 3
+
+
+@pytest.mark.parametrize("mode", ["beam", "sample"])
+def test_generator_matches_transformers_generate(pipeline, mode):
+    """The trained model through t5_runtime gives the tokens transformers' generate gives (tokenizer included)."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from playlist_gen import tokens
+    from playlist_gen.generation import load_generator, load_song_index
+    from playlist_gen.modeling import load_tiger
+
+    cfg = config_for(pipeline)
+    g = cfg.generate
+    g.mode, g.num_songs, g.batch_size, g.num_beams = mode, 6, 3, 2
+    gen = load_generator(cfg, load_song_index(cfg).cluster_songs)
+    model, tok, _ = load_tiger(cfg.final_model_dir)
+    titles = ["chill", "深夜emo 🌙 a much longer title with many words", "road trip", "x"]
+    kw = {"num_beams": 2, "do_sample": False} if mode == "beam" else \
+        {"num_beams": 1, "do_sample": True, "top_p": g.top_p, "top_k": 0}
+    expected = []
+    for b, start in enumerate(range(0, len(titles), 3)):
+        enc = tok(titles[start:start + 3], padding=True, truncation=True, max_length=gen.max_source_len,
+                  return_tensors="pt")
+        torch.manual_seed(11 + b)
+        seqs = model.generate(**enc, max_new_tokens=2 * 6 + 1, logits_processor=LogitsProcessorList([gen.processor(6)]),
+                              **kw)
+        expected += [tokens.decode(tok.convert_ids_to_tokens(r), gen.levels, gen.scheme) for r in seqs.tolist()]
+    assert gen.generate(titles, g, seed=11) == expected
+    assert all(len(t) == 6 for t in expected)
+
+
 def _songs(capsys):
     return [line for line in capsys.readouterr().out.splitlines() if SONG_LINE.match(line)]
 

@@ -65,6 +65,59 @@ def test_unconstrained_random_model_makes_invalid_tuples():
     assert sum(p not in valid for p in pairs) > len(pairs) // 2
 
 
+def runtime_of(model):
+    from playlist_gen.t5_runtime import T5Runtime
+
+    return T5Runtime(model.config.to_dict(), dict(model.state_dict()))
+
+
+def same_tokens(ours, theirs, pad=0):
+    """transformers crops its output to the longest kept row; ours may run longer, with pad only."""
+    width = theirs.shape[1]
+    return ours[:, :width].tolist() == theirs.tolist() and bool((ours[:, width:] == pad).all())
+
+
+@pytest.mark.parametrize("constrained", [True, False])
+@pytest.mark.parametrize("mode", ["beam", "sample"])
+def test_runtime_decodes_the_same_tokens_as_transformers(mode, constrained):
+    """t5_runtime (no transformers import) repeats transformers' generate op for op: same seed, same tokens,
+    also with padded titles in the batch."""
+    from playlist_gen import t5_runtime as rt
+
+    model, n = tiny_t5(), 6
+    torch.manual_seed(1)
+    x = torch.randint(3, VOCAB, (5, 7))
+    mask = torch.ones_like(x)
+    mask[1, 4:], mask[3, 2:], x[1, 4:], x[3, 2:] = 0, 0, 0, 0  # two shorter titles
+    proc = TrieLogitsProcessor(ClusterTrie(CLUSTERS, [K, K]), LEVEL_TOKENS, VOCAB, EOS, min_tuples=n, max_tuples=n)
+    hf_kw = {"logits_processor": [proc]} if constrained else {"min_new_tokens": 2 * n}
+    ours = [proc] if constrained else [rt.min_new_tokens(2 * n, EOS)]
+    if mode == "beam":
+        hf_kw.update(num_beams=3, do_sample=False)
+    else:
+        hf_kw.update(num_beams=1, do_sample=True, temperature=2.0, top_p=0.9, top_k=0)
+        ours += [lambda _ids, scores: scores / 2.0, rt.top_p_warper(0.9)]
+    torch.manual_seed(5)
+    theirs = model.generate(input_ids=x, attention_mask=mask, max_new_tokens=2 * n + 1, **hf_kw)
+    torch.manual_seed(5)
+    with torch.inference_mode():
+        if mode == "beam":
+            out = rt.beam_search(runtime_of(model), x, mask, ours, 3, 2 * n + 1)
+        else:
+            out = rt.sample(runtime_of(model), x, mask, ours, 2 * n + 1)
+    assert same_tokens(out, theirs), (out.tolist(), theirs.tolist())
+
+
+def test_runtime_refuses_other_feed_forward():
+    from playlist_gen.io import PipelineError
+
+    cfg = tiny_t5().config.to_dict()
+    with pytest.raises(PipelineError, match="dense_act_fn"):
+        from playlist_gen.t5_runtime import T5Runtime
+
+        T5Runtime({**cfg, "dense_act_fn": "silu"}, dict(tiny_t5().state_dict()))
+
+
 def _mask(proc, prefix):
     ids = torch.tensor([[0] + prefix])
     return proc(ids, torch.zeros(1, VOCAB))[0] > float("-inf")
