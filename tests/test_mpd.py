@@ -1,11 +1,15 @@
-"""MPD import: the whole-file (msgspec) path and the streaming path agree, and unusual slices still import."""
+"""MPD import: the whole-file (msgspec) path and the streaming path agree, unusual slices still import, and
+the entries file is written as the csv module would write it."""
 
+import csv
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from playlist_gen import mpd
+from playlist_gen.data import write_pairs_csv
 from playlist_gen.io import PipelineError
 from playlist_gen.mpd import read_file, read_mpd, to_frames
 from tests.test_prepare_data import synthetic_playlists, write_mpd
@@ -68,3 +72,20 @@ def test_duplicate_pid_inside_one_file(tmp_path):
     playlists[1]["pid"] = 0
     with pytest.raises(PipelineError, match=r"dup.json: pid 0 \(its playlist 1 with a title\) was already read"):
         read_mpd(_write_json(tmp_path / "dup.json", playlists), workers=1)
+
+
+@pytest.mark.parametrize("long_id", [False, True])  # True: one 200-char id takes the joined-bytes path
+def test_pairs_csv_matches_the_csv_module(tmp_path, long_id):
+    lefts = ["7", "a,b", 'say "hi"', "line\nbreak", "é☕"]  # (a lone \r is quoted too, unlike csv with "\n")
+    rights = ["s1", "", "x" * (200 if long_id else 3), "ü,\"q\""]
+    rng = np.random.default_rng(0)
+    left_codes, right_codes = rng.integers(0, len(lefts), 50), rng.integers(0, len(rights), 50)
+    right_codes[3] = -1  # a missing value: an empty field
+    left = pd.Categorical.from_codes(left_codes, lefts)
+    right = pd.Categorical.from_codes(right_codes, rights)
+    write_pairs_csv(tmp_path / "p.csv", ("pid", "song,id"), left, right, chunk=7)
+    with open(tmp_path / "expected.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["pid", "song,id"])
+        w.writerows([lefts[a], rights[b] if b >= 0 else ""] for a, b in zip(left_codes, right_codes))
+    assert (tmp_path / "p.csv").read_bytes() == (tmp_path / "expected.csv").read_bytes()
