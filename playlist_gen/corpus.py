@@ -11,7 +11,6 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from itertools import groupby
 
 import numpy as np
 import pandas as pd
@@ -63,65 +62,165 @@ def input_texts(info: pd.DataFrame, extra_columns: str) -> pd.Series:
     if missing:
         raise PipelineError(f"--corpus.extra_columns names {missing}, not columns of the playlist info file; "
                             f"found {list(info.columns)}")
-    text = info["title"].map(clean_text)
+    text = _map_distinct(info["title"], clean_text)
     for col in extras:
-        part = info[col].map(clean_text)
+        part = _map_distinct(info[col], clean_text)
         text = text.where(part.eq(""), text + EXTRA_SEPARATOR + part)
     return text
 
 
-def order_songs(songs: list[str], order: str, rng: np.random.Generator) -> list[str]:
-    if order == "original":
-        return list(songs)
+ORDERS = ("original", "sorted", "shuffled")
+TARGET_CHUNK = 100_000  # playlists joined per step: bounds the per-entry string list (memory)
+
+
+def _map_distinct(values: pd.Series, fn) -> pd.Series:
+    """`values.map(fn)` calling fn once per distinct value (MPD: ~1M titles, far fewer distinct ones)."""
+    codes, distinct = pd.factorize(values, use_na_sentinel=False)
+    mapped = np.array([fn(v) for v in distinct], dtype=object)
+    return pd.Series(mapped[codes], index=values.index, dtype=object)
+
+
+def entry_table(playlists, n_rows: int) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+    """(info row, song code) per entry of a playlist in the info file, grouped by info row in info order
+    (file order within a playlist), and the song IDs the codes index. Entries of other playlists are left out."""
+    from .song_vectors import entry_codes
+
+    p_codes, s_codes, p_ids, song_ids = entry_codes(playlists.songs)
+    row_of_code = pd.Index(playlists.info["playlist_id"]).get_indexer(p_ids).astype(np.int32)
+    rows = row_of_code[p_codes]
+    if len(rows) and rows.min() < 0:
+        known = rows >= 0
+        rows, s_codes = rows[known], s_codes[known]
+    if len(rows) > 1 and (rows[1:] < rows[:-1]).any():  # the files list each playlist's songs together: no sort
+        order = np.argsort(rows, kind="stable")
+        rows, s_codes = rows[order], s_codes[order]
+    return rows, s_codes, song_ids
+
+
+def song_tuple_ids(song_ids: pd.Index, song_to_ids: dict, scheme: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per song code its tuple id (-1: no semantic ID), and per tuple id its tokens as one string."""
+    index = {}
+    tuple_of_song = np.fromiter(
+        (-1 if (t := song_to_ids.get(s)) is None else index.setdefault(t, len(index)) for s in song_ids),
+        dtype=np.int32, count=len(song_ids))
+    levels = len(next(iter(index), ()))
+    codes = np.array(list(index), dtype=np.int64).reshape(len(index), levels)
+    return tuple_of_song, tokens.tuple_strings(codes, scheme)
+
+
+def sort_ranks(song_ids: pd.Index) -> np.ndarray:
+    """Per song code its rank under `song_sort_key`; songs with equal keys (`007`, `7`) share a rank, so a stable
+    sort by rank keeps their playlist order, as `sorted(songs, key=song_sort_key)` does."""
+    keys = [song_sort_key(s) for s in song_ids]
+    rank = np.empty(len(keys), dtype=np.int64)
+    current, previous = -1, None
+    for i in sorted(range(len(keys)), key=keys.__getitem__):
+        if keys[i] != previous:
+            current, previous = current + 1, keys[i]
+        rank[i] = current
+    return rank
+
+
+def order_entries(rows: np.ndarray, songs: np.ndarray, song_ids: pd.Index, order: str, seed: int) -> np.ndarray:
+    """The permutation that puts each playlist's entries (grouped by row) in `order`."""
     if order == "sorted":
-        return sorted(songs, key=song_sort_key)
-    if order == "shuffled":
-        return [songs[i] for i in rng.permutation(len(songs))]
-    raise PipelineError(f"--corpus.order={order!r}: use original, sorted or shuffled")
+        within = sort_ranks(song_ids)[songs]
+    else:  # shuffled: a seeded random order inside each playlist
+        within = np.random.default_rng(seed).permutation(len(rows))
+    span = int(within.max()) + 1 if len(within) else 1
+    return np.argsort(rows.astype(np.int64) * span + within, kind="stable")
 
 
-def playlist_tuples(songs, song_to_ids, cc, rng, counts: CorpusCounts) -> list[tuple[int, ...]]:
-    """One playlist's songs -> its target tuples (dropping, ordering, collapsing, truncating, counting)."""
-    counts.songs_in += len(songs)
-    known = [s for s in songs if s in song_to_ids]
-    if len(known) < len(songs):
-        counts.songs_without_ids += len(songs) - len(known)
-        if len(counts.missing_song_examples) < 5:
-            counts.missing_song_examples.append(next(s for s in songs if s not in song_to_ids))
-    tuples = [song_to_ids[s] for s in order_songs(known, cc.order, rng)]
-    if cc.collapse_repeats:
-        collapsed = [t for t, _ in groupby(tuples)]
-        counts.repeats_collapsed += len(tuples) - len(collapsed)
-        tuples = collapsed
-    if len(tuples) > cc.max_songs:
-        counts.songs_truncated += len(tuples) - cc.max_songs
-        counts.playlists_truncated += 1
-        tuples = tuples[: cc.max_songs]  # whole tuples only
-    return tuples
+def first_per_row(rows: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the first entry of each of the first n distinct rows (rows ascending)."""
+    return np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])[:n] if len(rows) else np.array([], dtype=np.int64)
 
 
-def build_pairs(playlists, song_to_ids: dict, cc, seed: int) -> tuple[pd.DataFrame, CorpusCounts]:
-    """Every playlist with at least min_songs songs with IDs -> a row (glid, title, target, key)."""
+def drop_and_order(rows, songs, song_ids, tuple_of_song, cc, seed, counts: CorpusCounts):
+    """Entries -> (rows, tuple ids) of the songs with IDs in target order, collapsed; counts what it drops."""
+    counts.songs_in = len(rows)
+    tids = tuple_of_song[songs]
+    missing = tids < 0
+    if missing.any():
+        counts.songs_without_ids = int(missing.sum())
+        first = first_per_row(rows[missing], 5)  # the first missing song of each of the first 5 such playlists
+        counts.missing_song_examples = [song_ids[c] for c in songs[missing][first]]
+        rows, songs, tids = rows[~missing], songs[~missing], tids[~missing]
+    if cc.order != "original":
+        order = order_entries(rows, songs, song_ids, cc.order, seed)
+        rows, tids = rows[order], tids[order]
+    if cc.collapse_repeats and len(rows):
+        repeat = np.r_[False, (tids[1:] == tids[:-1]) & (rows[1:] == rows[:-1])]
+        counts.repeats_collapsed = int(repeat.sum())
+        rows, tids = rows[~repeat], tids[~repeat]
+    return rows, tids
+
+
+def truncate(rows: np.ndarray, tids: np.ndarray, n_rows: int, cc, counts: CorpusCounts):
+    """The first max_songs tuples of each playlist -> (rows, tids, tuples per row); counts the cuts."""
+    lengths = np.bincount(rows, minlength=n_rows)
+    over = lengths - cc.max_songs
+    if (over > 0).any():
+        counts.songs_truncated = int(over[over > 0].sum())
+        counts.playlists_truncated = int((over > 0).sum())
+        starts = np.cumsum(lengths) - lengths
+        keep = np.arange(len(rows)) - starts[rows] < cc.max_songs  # whole tuples only
+        rows, tids = rows[keep], tids[keep]
+        lengths = np.minimum(lengths, cc.max_songs)
+    return rows, tids, lengths
+
+
+def join_targets(rows, tids, lengths, kept_rows: np.ndarray, tuple_text: np.ndarray) -> list[str]:
+    """Each kept playlist's tuple strings joined by spaces; rows ascending, entries of other rows skipped."""
+    rows_kept = np.zeros(len(lengths), dtype=bool)
+    rows_kept[kept_rows] = True
+    if len(kept_rows) < np.count_nonzero(lengths):
+        tids = tids[rows_kept[rows]]
+    ends = np.cumsum(lengths[kept_rows])
+    starts = ends - lengths[kept_rows]
+    targets = []
+    for c in range(0, len(kept_rows), TARGET_CHUNK):
+        a, b = int(starts[c]), int(ends[min(c + TARGET_CHUNK, len(kept_rows)) - 1])
+        words = tuple_text[tids[a:b]].tolist()
+        targets += [" ".join(words[i - a:j - a]) for i, j in zip(starts[c:c + TARGET_CHUNK].tolist(),
+                                                                   ends[c:c + TARGET_CHUNK].tolist())]
+    return targets
+
+
+def check_corpus_config(cc) -> None:
     if cc.token_scheme not in tokens.SCHEMES:
         raise PipelineError(f"--corpus.token_scheme={cc.token_scheme!r}: use one of {tokens.SCHEMES}")
     if cc.max_songs < 1 or cc.min_songs < 1:
         raise PipelineError("--corpus.max_songs and --corpus.min_songs must be at least 1")
-    counts = CorpusCounts(playlists_in=len(playlists.info))
-    song_lists = playlists.song_lists()
-    texts = input_texts(playlists.info, cc.extra_columns)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for pid, raw_title, text in zip(playlists.info["playlist_id"], playlists.info["title"], texts):
-        songs = song_lists.get(pid)
-        if not songs:
-            counts.playlists_without_songs += 1
-            continue
-        tuples = playlist_tuples(songs, song_to_ids, cc, rng, counts)
-        if len(tuples) < cc.min_songs:
-            counts.playlists_too_short += 1
-            continue
-        rows.append((pid, text, tokens.encode(tuples, cc.token_scheme), title_key(raw_title)))
-    return pd.DataFrame(rows, columns=[*COLUMNS, "key"]), counts
+    if cc.order not in ORDERS:
+        raise PipelineError(f"--corpus.order={cc.order!r}: use original, sorted or shuffled")
+
+
+def build_pairs(playlists, song_to_ids: dict, cc, seed: int) -> tuple[pd.DataFrame, CorpusCounts]:
+    """Every playlist with at least min_songs songs with IDs -> a row (glid, title, target, key), in info order.
+
+    Vectorised over all entries (66M at MPD scale): songs -> integer codes -> tuple ids; each distinct tuple's
+    token string is formatted once and the targets are joins of those strings."""
+    check_corpus_config(cc)
+    info = playlists.info
+    counts = CorpusCounts(playlists_in=len(info))
+    rows, songs, song_ids = entry_table(playlists, len(info))
+    with_songs = np.bincount(rows, minlength=len(info)) > 0
+    counts.playlists_without_songs = int(len(info) - with_songs.sum())
+    tuple_of_song, tuple_text = song_tuple_ids(song_ids, song_to_ids, cc.token_scheme)
+    rows, tids = drop_and_order(rows, songs, song_ids, tuple_of_song, cc, seed, counts)
+    del songs
+    rows, tids, lengths = truncate(rows, tids, len(info), cc, counts)
+    kept = lengths >= cc.min_songs
+    counts.playlists_too_short = int((with_songs & ~kept).sum())
+    kept_rows = np.flatnonzero(kept)
+    pairs = pd.DataFrame({
+        "glid": info["playlist_id"].to_numpy(dtype=object)[kept_rows],
+        "title": input_texts(info, cc.extra_columns).to_numpy(dtype=object)[kept_rows],
+        "target": join_targets(rows, tids, lengths, kept_rows, tuple_text),
+        "key": _map_distinct(info["title"], title_key).to_numpy(dtype=object)[kept_rows],
+    })
+    return pairs, counts
 
 
 def split_labels(keys: pd.Series, how: str, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:

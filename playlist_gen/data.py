@@ -28,12 +28,18 @@ class Playlists:
     """Playlists in standard column names, whatever the input files called them."""
 
     info: pd.DataFrame  # playlist_id, title, and any other columns of the info file
-    songs: pd.DataFrame  # playlist_id, song_id in playlist order
+    songs: pd.DataFrame  # playlist_id, song_id in playlist order (categoricals when loaded: 66M entries at MPD scale)
     song_info: pd.DataFrame  # song_id, name, artist
 
     def song_lists(self) -> dict[str, list[str]]:
         """playlist_id -> its song IDs in playlist order (playlists without songs omitted)."""
-        return {pid: g.tolist() for pid, g in self.songs.groupby("playlist_id", sort=False)["song_id"]}
+        from .song_vectors import entry_codes
+
+        p_codes, s_codes, p_ids, s_ids = entry_codes(self.songs)
+        sizes = np.bincount(p_codes, minlength=len(p_ids))
+        songs = np.asarray(s_ids, dtype=object)[s_codes[np.argsort(p_codes, kind="stable")]].tolist()
+        ends = np.cumsum(sizes).tolist()
+        return {pid: songs[end - n:end] for pid, n, end in zip(p_ids, sizes.tolist(), ends) if n}
 
 
 def _first_bad_utf8_line(path: Path) -> tuple[int, str] | None:
@@ -81,11 +87,70 @@ def _parser_error(path: Path, e: Exception) -> str:
     return f"{path}: malformed CSV ({str(e).strip()}); fix the row's field count or quoting"
 
 
-def read_csv_strings(path: Path, required: dict[str, str]) -> pd.DataFrame:
-    """Read a CSV with every column as a string. `required` maps column -> config field naming it."""
+def _empty_rows(column: pd.Series) -> np.ndarray:
+    """Rows whose cell is empty or only whitespace; a categorical column is checked once per distinct value."""
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        return np.flatnonzero(column.str.strip().eq("").to_numpy())
+    codes = column.cat.codes.to_numpy()
+    blank = np.flatnonzero(column.cat.categories.str.strip() == "")
+    if len(blank) == 0 and codes.min(initial=0) >= 0:
+        return np.array([], dtype=np.int64)
+    return np.flatnonzero(np.isin(codes, blank) | (codes < 0))
+
+
+CHUNK_ROWS = 4_000_000  # rows per read of a categorical CSV: bounds the parser's memory (66M entries at MPD scale)
+_NO_NUMBERS = "\x1f"  # a thousands separator no file has: pandas then keeps categories as strings (`007` stays `007`)
+
+
+class _NotStrings(Exception):
+    """pandas turned a column's categories into non-strings (all values True/False); read it as strings."""
+
+
+def _categorical_chunks(path: Path):
+    """Chunks of the CSV with every column a categorical of strings (C parser: one Python string per distinct
+    value and chunk, not per cell)."""
+    reader = pd.read_csv(path, dtype="category", keep_default_na=False, encoding="utf-8-sig", low_memory=False,
+                         thousands=_NO_NUMBERS, chunksize=CHUNK_ROWS)
+    with reader:
+        for chunk in reader:
+            if any(c.cat.categories.dtype.kind not in "OT" for _, c in chunk.items()):
+                raise _NotStrings
+            yield chunk
+
+
+def _read_categorical(path: Path) -> pd.DataFrame:
+    """The CSV as categoricals whose categories are in order of first appearance (as pd.factorize numbers
+    values), so codes follow the file order. Falls back to reading strings when pandas converts categories."""
+    try:
+        seen, codes, columns = {}, {}, None
+        for chunk in _categorical_chunks(path):
+            columns = list(chunk.columns)
+            for col, column in chunk.items():
+                local = column.cat.codes.to_numpy()
+                first_seen = pd.unique(local)  # this chunk's categories in order of appearance
+                index = seen.setdefault(col, {})
+                ids = [index.setdefault(v, len(index)) for v in column.cat.categories[first_seen]]
+                to_global = np.zeros(len(column.cat.categories), dtype=np.int32)
+                to_global[first_seen] = ids
+                codes.setdefault(col, []).append(to_global[local])
+    except _NotStrings:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        return df.apply(lambda c: pd.Series(pd.Categorical(c, categories=pd.unique(c)), index=c.index))
+    if columns is None:  # a header without rows
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig").astype("category")
+    return pd.DataFrame({col: pd.Categorical.from_codes(np.concatenate(codes[col]), pd.Index(list(seen[col]),
+                                                                                             dtype=str))
+                         for col in columns})
+
+
+def read_csv_strings(path: Path, required: dict[str, str], categorical: bool = False) -> pd.DataFrame:
+    """Read a CSV with every column as a string. `required` maps column -> config field naming it.
+    categorical: every column a categorical (int codes + one string per distinct value, in order of first
+    appearance): 66M playlist entries as Python strings would take ~9 GB."""
     path = require_file(path, MADE_BY)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")  # -sig: Excel's BOM
+        df = (_read_categorical(path) if categorical
+              else pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig"))  # -sig: Excel's BOM
     except UnicodeDecodeError:
         line, where = _first_bad_utf8_line(path) or (0, "unknown position")
         raise PipelineError(f"{path}, line {line}: not valid UTF-8 ({where}); re-save the file as UTF-8") from None
@@ -99,7 +164,7 @@ def read_csv_strings(path: Path, required: dict[str, str]) -> pd.DataFrame:
         raise PipelineError(f"{path}: missing column(s) {missing}; found {list(df.columns)}; "
                             f"rename them or set {fixes}")
     for col in required:
-        empty = np.flatnonzero(df[col].str.strip().eq("").to_numpy())
+        empty = _empty_rows(df[col])
         if len(empty):
             raise PipelineError(f"{path}, line {line_of_row(path, empty[0])}: empty {col!r}; every row needs one")
     return df
@@ -113,6 +178,18 @@ def _check_unique(df: pd.DataFrame, col: str, path: Path) -> None:
                             f"each {col} may appear once")
 
 
+def _known_playlists_only(songs: pd.DataFrame, playlist_ids: pd.Series, cfg) -> pd.DataFrame:
+    """The entries of playlists in the info file; the others are counted in the log and dropped."""
+    column = songs["playlist_id"]
+    known = column.cat.categories.isin(playlist_ids)[column.cat.codes.to_numpy()]  # one lookup per playlist
+    if known.all():
+        return songs
+    log.warning("%s: %s rows name a playlist missing from %s; they are ignored",
+                cfg.playlist_song_path, f"{int((~known).sum()):,}", cfg.playlist_info_path.name)
+    songs = songs[known].reset_index(drop=True)
+    return songs.apply(lambda c: c.cat.remove_unused_categories())
+
+
 def load_playlists(cfg) -> Playlists:
     d = cfg.data
     info = read_csv_strings(cfg.playlist_info_path, {d.playlist_id_col: "playlist_id_col", d.title_col: "title_col"})
@@ -120,23 +197,18 @@ def load_playlists(cfg) -> Playlists:
     info = info.rename(columns={d.playlist_id_col: "playlist_id", d.title_col: "title"})
 
     songs = read_csv_strings(cfg.playlist_song_path,
-                             {d.ps_playlist_col: "ps_playlist_col", d.ps_song_col: "ps_song_col"})
+                             {d.ps_playlist_col: "ps_playlist_col", d.ps_song_col: "ps_song_col"}, categorical=True)
     songs = songs.rename(columns={d.ps_playlist_col: "playlist_id", d.ps_song_col: "song_id"})
-    songs = songs[["playlist_id", "song_id"]]
-    known = songs["playlist_id"].isin(set(info["playlist_id"]))
-    if not known.all():
-        log.warning("%s: %s rows name a playlist missing from %s; they are ignored",
-                    cfg.playlist_song_path, f"{int((~known).sum()):,}", cfg.playlist_info_path.name)
-        songs = songs[known].reset_index(drop=True)
+    songs = _known_playlists_only(songs[["playlist_id", "song_id"]], info["playlist_id"], cfg)
 
     song_info = read_csv_strings(cfg.song_info_path, {d.song_id_col: "song_id_col", d.song_name_col: "song_name_col",
                                                       d.artist_col: "artist_col"})
     _check_unique(song_info, d.song_id_col, cfg.song_info_path)
     song_info = song_info.rename(columns={d.song_id_col: "song_id", d.song_name_col: "name", d.artist_col: "artist"})
-    unnamed = ~songs["song_id"].isin(set(song_info["song_id"]))
-    if unnamed.any():
+    unnamed = int((~songs["song_id"].cat.categories.isin(song_info["song_id"])).sum())  # every category is used
+    if unnamed:
         log.warning("%s distinct playlist songs have no row in %s; shown as 'unknown'",
-                    f"{songs.loc[unnamed, 'song_id'].nunique():,}", cfg.song_info_path.name)
+                    f"{unnamed:,}", cfg.song_info_path.name)
     log.info("loaded %s playlists, %s playlist entries, %s songs with names",
              f"{len(info):,}", f"{len(songs):,}", f"{len(song_info):,}")
     return Playlists(info=info, songs=songs, song_info=song_info[["song_id", "name", "artist"]])

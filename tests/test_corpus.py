@@ -3,12 +3,13 @@ import csv
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import prepare_corpus
-from config import Config
+from config import Config, CorpusConfig
 from playlist_gen import corpus, tokens
+from playlist_gen.data import Playlists
 from playlist_gen.io import PipelineError, read_json
 from playlist_gen.semantic_ids import read_semantic_ids, save_outputs
 
@@ -140,3 +141,84 @@ def test_clean_text_is_stable(text):
     assert "\t" not in once and "\n" not in once and once == once.strip()
     if once.isascii():
         assert corpus.title_key(text) == corpus.title_key(once.upper())
+
+
+def reference_tuples(songs, song_to_ids, cc, counts) -> list:
+    """The per-playlist implementation build_pairs replaced (drop, order, collapse, truncate), as the oracle."""
+    counts.songs_in += len(songs)
+    known = [s for s in songs if s in song_to_ids]
+    if len(known) < len(songs):
+        counts.songs_without_ids += len(songs) - len(known)
+        if len(counts.missing_song_examples) < 5:
+            counts.missing_song_examples.append(next(s for s in songs if s not in song_to_ids))
+    ordered = sorted(known, key=corpus.song_sort_key) if cc.order == "sorted" else known
+    tuples = [song_to_ids[s] for s in ordered]
+    if cc.collapse_repeats:
+        collapsed = [t for i, t in enumerate(tuples) if i == 0 or t != tuples[i - 1]]
+        counts.repeats_collapsed += len(tuples) - len(collapsed)
+        tuples = collapsed
+    if len(tuples) > cc.max_songs:
+        counts.songs_truncated += len(tuples) - cc.max_songs
+        counts.playlists_truncated += 1
+        tuples = tuples[: cc.max_songs]
+    return tuples
+
+
+def reference_pairs(info, entries, song_to_ids, cc):
+    counts, rows = corpus.CorpusCounts(playlists_in=len(info)), []
+    for pid, title in info:
+        songs = [s for p, s in entries if p == pid]
+        if not songs:
+            counts.playlists_without_songs += 1
+            continue
+        tuples = reference_tuples(songs, song_to_ids, cc, counts)
+        if len(tuples) < cc.min_songs:
+            counts.playlists_too_short += 1
+            continue
+        rows.append((pid, corpus.clean_text(title), tokens.encode(tuples, cc.token_scheme), corpus.title_key(title)))
+    return rows, counts
+
+
+_song = st.sampled_from(["7", "007", "10", "9", "a", "B", "x7", "0", "12345678901234567890123", "s1"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(entries=st.lists(st.tuples(st.sampled_from(["p0", "p1", "p2", "p3", "ghost"]), _song), max_size=40),
+       with_ids=st.sets(_song), order=st.sampled_from(["original", "sorted"]), collapse=st.booleans(),
+       max_songs=st.integers(1, 6), min_songs=st.integers(1, 3), scheme=st.sampled_from(tokens.SCHEMES),
+       as_categories=st.booleans())
+@example(entries=[("p0", "7"), ("p1", "007"), ("p1", "7"), ("p1", "a"), ("p1", "a")], with_ids={"7", "007", "a"},
+         order="sorted", collapse=True, max_songs=2, min_songs=1, scheme="level", as_categories=False)
+def test_build_pairs_matches_the_per_playlist_reference(entries, with_ids, order, collapse, max_songs, min_songs,
+                                                        scheme, as_categories):
+    """Interleaved playlists, a playlist missing from the info file, `7` and `007` (equal sort keys: their
+    playlist order is kept), songs without IDs, repeats: every target and count as the reference computes them."""
+    info = [("p2", " Chill\tVibes "), ("p0", "深夜emo 🌙"), ("p1", "chill vibes"), ("p3", "empty")]
+    song_to_ids = {s: (len(s) % 3, sum(map(ord, s)) % 4) for s in with_ids}  # some songs share a tuple
+    cc = CorpusConfig(order=order, collapse_repeats=collapse, max_songs=max_songs, min_songs=min_songs,
+                      token_scheme=scheme)
+    songs = pd.DataFrame(entries, columns=["playlist_id", "song_id"], dtype=object)
+    if as_categories:
+        songs = songs.astype("category")
+    playlists = Playlists(info=pd.DataFrame(info, columns=["playlist_id", "title"]), songs=songs,
+                          song_info=pd.DataFrame(columns=["song_id", "name", "artist"]))
+    pairs, counts = corpus.build_pairs(playlists, song_to_ids, cc, seed=0)
+    rows, expected = reference_pairs(info, entries, song_to_ids, cc)
+    assert list(pairs.itertuples(index=False, name=None)) == rows
+    assert counts == expected
+
+
+def test_shuffled_order_is_seeded_and_keeps_each_playlists_songs(world):
+    cfg = config_for(world)
+    argv = world + ["--corpus.order=shuffled", "--corpus.max_songs=100", "--corpus.val_fraction=0",
+                    "--corpus.test_fraction=0"]
+    prepare_corpus.main(argv)
+    first = corpus.read_split(cfg, "train")
+    prepare_corpus.main(argv)
+    assert corpus.read_split(cfg, "train").equals(first)  # same seed -> same order
+    prepare_corpus.main(argv[:-3] + ["--corpus.order=original", *argv[-2:]])
+    original = corpus.read_split(cfg, "train")
+    assert list(first["glid"]) == list(original["glid"])
+    assert all(sorted(tokens.decode(a, 2)) == sorted(tokens.decode(b, 2))
+               for a, b in zip(first["target"], original["target"]))
+    assert (first["target"] != original["target"]).any()

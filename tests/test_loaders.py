@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from playlist_gen import data
 from playlist_gen.cli import parse_config
 from playlist_gen.data import load_playlists, load_song_vectors, write_playlists, write_song_vectors
 from playlist_gen.io import PipelineError
@@ -146,3 +147,48 @@ def test_writers_and_loaders_round_trip(tmp_path, titles, ids):
     got_ids, got_X = load_song_vectors(cfg.song_vectors_path)
     assert got_ids == ids
     np.testing.assert_allclose(got_X, X, rtol=1e-5)
+
+
+def test_entries_load_as_categoricals_in_file_order_across_chunks(tmp_path, monkeypatch):
+    """IDs that look like numbers stay strings (`007` is not `7`); categories follow first appearance even
+    when the file is read in several chunks."""
+    monkeypatch.setattr(data, "CHUNK_ROWS", 2)
+    songs = "special_gid,mixsongid\n010,0003\n007,7\n007,007\n010,7\n007,0003\n"
+    info = "glid,listname\n007,a\n010,b\n"
+    song_info = "mixsongid,songname,singername\n7,x,y\n007,x,y\n0003,x,y\n"
+    cfg = write_files(tmp_path, **{"gen_playlist_song.csv": songs, "gen_playlist_info.csv": info,
+                                   "gen_song_info.csv": song_info})
+    p = load_playlists(cfg)
+    assert all(isinstance(p.songs[c].dtype, pd.CategoricalDtype) for c in ("playlist_id", "song_id"))
+    assert p.songs["song_id"].cat.categories.tolist() == ["0003", "7", "007"]
+    assert p.songs["playlist_id"].cat.categories.tolist() == ["010", "007"]
+    assert p.songs["song_id"].astype(str).tolist() == ["0003", "7", "007", "7", "0003"]
+    assert p.song_lists() == {"010": ["0003", "7"], "007": ["7", "007", "0003"]}
+
+
+def test_true_false_ids_stay_strings(tmp_path):
+    songs = "special_gid,mixsongid\n007,True\n010,false\n007,TRUE\n"
+    song_info = "mixsongid,songname,singername\nTrue,a,b\nfalse,a,b\nTRUE,a,b\n"
+    cfg = write_files(tmp_path, **{"gen_playlist_song.csv": songs, "gen_song_info.csv": song_info})
+    assert load_playlists(cfg).song_lists() == {"007": ["True", "TRUE"], "010": ["false"]}
+
+
+def test_entries_of_unknown_playlists_are_counted_and_dropped(tmp_path, caplog):
+    cfg = write_files(tmp_path, **{"gen_playlist_song.csv": SONGS + "999,0001\n998,0002\n"})
+    p = load_playlists(cfg)
+    assert "2 rows name a playlist missing from gen_playlist_info.csv" in caplog.text
+    assert p.songs["playlist_id"].cat.categories.tolist() == ["007", "010"]
+    assert p.song_lists() == {"007": ["0001", "0002", "0003"], "010": ["0003"]}
+
+
+def test_songs_file_with_only_a_header(tmp_path):
+    cfg = write_files(tmp_path, **{"gen_playlist_song.csv": "special_gid,mixsongid\n"})
+    p = load_playlists(cfg)
+    assert len(p.songs) == 0 and p.song_lists() == {}
+
+
+def test_empty_entry_cell_line_counts_blank_lines_and_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_ROWS", 2)
+    cfg = write_files(tmp_path, **{"gen_playlist_song.csv": SONGS + "\n007,0001\n010, \n"})
+    with pytest.raises(PipelineError, match=r"gen_playlist_song.csv, line 8: empty 'mixsongid'"):
+        load_playlists(cfg)
