@@ -14,12 +14,15 @@ from playlist_gen.io import PipelineError
 from playlist_gen.mpd import read_file, read_mpd, to_frames
 from tests.test_prepare_data import synthetic_playlists, write_mpd
 
-TABLE_FIELDS = ("playlist_ids", "titles", "extra", "uris", "names", "artists", "skipped")
+TABLE_FIELDS = ("playlist_ids", "titles", "extra", "skipped")
+SONG_FIELDS = ("uris", "names", "artists")  # Packed strings
 
 
 def _same_tables(a, b):
     for name in TABLE_FIELDS:
         assert getattr(a, name) == getattr(b, name), name
+    for name in SONG_FIELDS:
+        assert getattr(a, name).take() == getattr(b, name).take(), name
     assert a.lengths.tolist() == b.lengths.tolist() and a.entry_song.tolist() == b.entry_song.tolist()
 
 
@@ -38,7 +41,7 @@ def test_whole_file_and_streaming_paths_agree(tmp_path, monkeypatch):
     streamed = read_file(path)
     _same_tables(whole, streamed)
     assert whole.skipped == {"playlists without a title": 1, "playlists without tracks": 1}
-    assert len(whole.uris) == len(set(whole.uris)) and whole.entry_song.max() == len(whole.uris) - 1
+    assert len(whole.uris) == len(set(whole.uris.take())) and whole.entry_song.max() == len(whole.uris) - 1
     assert list(whole.extra) == ["num_followers", "description"] and whole.extra["description"][0] is None
 
 
@@ -49,8 +52,9 @@ def test_unusual_values_fall_back_to_the_streaming_reader(tmp_path):
         {"name": "no tracks", "pid": 2, "tracks": None},
     ])
     t = read_file(path)
-    assert t.playlist_ids == ["x1"] and t.titles == ["12"] and t.uris == ["spotify:track:A", "spotify:track:B"]
-    assert t.names == ["", "b"] and t.artists == [7, ""] and t.skipped == {"playlists without tracks": 1}
+    assert t.playlist_ids == ["x1"] and t.titles == ["12"] and t.uris.take() == ["spotify:track:A", "spotify:track:B"]
+    assert t.names.take() == ["", "b"] and t.artists.take() == ["7", ""]
+    assert t.skipped == {"playlists without tracks": 1}
     info, songs, song_info = to_frames(read_mpd(path, workers=1))
     assert song_info["artist"].tolist() == ["7", ""] and song_info["song_id"].tolist() == ["A", "B"]
 
@@ -89,3 +93,10 @@ def test_pairs_csv_matches_the_csv_module(tmp_path, long_id):
         w.writerow(["pid", "song,id"])
         w.writerows([lefts[a], rights[b] if b >= 0 else ""] for a, b in zip(left_codes, right_codes))
     assert (tmp_path / "p.csv").read_bytes() == (tmp_path / "expected.csv").read_bytes()
+
+
+def test_packed_strings_cut_out_what_is_asked():
+    packed = mpd.Packed.of(["ab", "", "c☕", "def"])
+    assert len(packed) == 4 and packed.take() == ["ab", "", "c☕", "def"]
+    assert packed.take([3, 0]) == ["def", "ab"] and packed.take(slice(2)) == ["ab", ""] and packed.take([]) == []
+    assert mpd.Packed.of([]).take() == []
