@@ -1,11 +1,13 @@
 """k-means vs the hardware and vs faiss, in one process.
 
-    .venv/bin/python -m bench.bench_kmeans [--n 200000] [--d 100] [--ks 256,2048] [--iters 20]
+    .venv/bin/python -m bench.bench_kmeans [--n 200000] [--d 100] [--ks 256,2048] [--iters 20] [--repeats 2]
 
 For each k: our `TorchKMeans` (the code path of train_rq_kmeans.py) and `faiss.Kmeans` (FaissKMeans,
 same start points, every point) on the same L2-normalised clustered vectors, plus the fp32 matmul
 rate measured right before. Prints effective GFLOP/s (2·N·k·d per iteration, assignment only) as a
-fraction of the matmul rate, the time ratio faiss/ours and the objective ratio ours/faiss.
+fraction of the matmul rate, the time ratio faiss/ours and the objective ratio ours/faiss. Each of the three
+is run `--repeats` times, alternated, and its best time kept: on a shared machine the best run is the one
+least disturbed by other work, for the reference as much as for ours.
 Target: >= 50% of the matmul rate, objective within 1% of faiss.
 """
 
@@ -32,20 +34,24 @@ def main() -> None:
     p.add_argument("--d", type=int, default=100)
     p.add_argument("--ks", default="256,2048")
     p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     X = clustered(args.n, args.d)
     print(machine())
     rows = []
     for k in map(int, args.ks.split(",")):
         flop = 2 * args.n * k * args.d * args.iters
-        mm = matmul_gflops()
-        ours = TorchKMeans(seed=0, device="cpu").fit(X, k, args.iters)
-        mm2 = matmul_gflops()
-        ref = FaissKMeans(seed=0, gpu=False).fit(X, k, args.iters)
-        mm_rate = (mm + mm2) / 2
-        rows.append((k, mm_rate, ours.train_s, flop / ours.train_s / 1e9, ref.train_s, flop / ref.train_s / 1e9,
+        mm, ours, ref = 0.0, None, None
+        for _ in range(args.repeats):
+            mm = max(mm, matmul_gflops())
+            run = TorchKMeans(seed=0, device="cpu").fit(X, k, args.iters)
+            ours = run if ours is None or run.train_s < ours.train_s else ours
+            mm = max(mm, matmul_gflops())
+            run = FaissKMeans(seed=0, gpu=False).fit(X, k, args.iters)
+            ref = run if ref is None or run.train_s < ref.train_s else ref
+        rows.append((k, mm, ours.train_s, flop / ours.train_s / 1e9, ref.train_s, flop / ref.train_s / 1e9,
                      ours.inertia / ref.inertia))
-        print(f"k={k}: matmul {mm:.1f}/{mm2:.1f} GFLOP/s; ours {ours.train_s:.2f}s inertia {ours.inertia:.6g}; "
+        print(f"k={k}: matmul {mm:.1f} GFLOP/s; ours {ours.train_s:.2f}s inertia {ours.inertia:.6g}; "
               f"faiss {ref.train_s:.2f}s inertia {ref.inertia:.6g}", flush=True)
     print(machine())
     print("| k | matmul GFLOP/s | ours s | ours GFLOP/s | ours % matmul | faiss s | faiss % matmul "
