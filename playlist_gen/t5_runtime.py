@@ -51,20 +51,21 @@ class T5Runtime:
     """The weights of a T5ForConditionalGeneration and its forward passes for generation (eval mode)."""
 
     def __init__(self, config: dict, weights: dict, device="cpu"):
-        ff = config.get("feed_forward_proj", "relu")  # older configs lack dense_act_fn / is_gated_act
-        act = config.get("dense_act_fn") or ("gelu_new" if ff == "gated-gelu" else ff.split("-")[-1])
+        ff = config.get("feed_forward_proj", "relu")  # transformers 5 derives the activation from it alone
+        act = "gelu_new" if ff == "gated-gelu" else ff.split("-")[-1]
         if act not in ACTIVATIONS or config.get("model_type", "t5") != "t5":
-            raise PipelineError(f"the trained model is a {config.get('model_type')} with dense_act_fn={act!r}; "
-                                f"generation supports T5 with {ACTIVATIONS}")
+            raise PipelineError(f"the trained model is a {config.get('model_type')} with feed_forward_proj={ff!r}; "
+                                f"generation supports T5 with {ACTIVATIONS} activations")
         self.w = {k: v.to(device) for k, v in weights.items()}
-        self.w.setdefault("lm_head.weight", self.w["shared.weight"])  # tied embeddings are saved once
+        self.w["lm_head.weight"] = self.w["shared.weight"]  # transformers 5 always ties the output embedding
         self.heads, self.d_kv, self.eps = config["num_heads"], config["d_kv"], config["layer_norm_epsilon"]
         self.buckets, self.max_distance = config["relative_attention_num_buckets"], \
             config["relative_attention_max_distance"]
-        self.gated = bool(config.get("is_gated_act", ff.startswith("gated")))
+        self.gated = ff.startswith("gated-")
         self.act = _gelu_new if act == "gelu_new" else torch.relu
         self.n_enc, self.n_dec = config["num_layers"], config.get("num_decoder_layers") or config["num_layers"]
-        self.scale_out = config["d_model"] ** -0.5 if config.get("scale_decoder_outputs", True) else None
+        scale = config.get("tie_word_embeddings") is not False  # T5Config's rule (v1.1 configs say False)
+        self.scale_out = config["d_model"] ** -0.5 if scale else None
         self.pad_id, self.eos_id = config["pad_token_id"], config["eos_token_id"]
         self.start_id = config.get("decoder_start_token_id", self.pad_id)
         self.device = device
@@ -177,7 +178,11 @@ class FastTokenizer:
 def load_runtime(model_dir, device="cpu") -> tuple[T5Runtime, FastTokenizer]:
     from safetensors.torch import load_file
 
+    from .io import require_file
+
     model_dir = Path(model_dir)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        require_file(model_dir / name, "the model folder is incomplete; run `python train_tiger.py` again")
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     tok_cfg = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
     specials = {k: tok_cfg[k] if isinstance(tok_cfg.get(k), str) else d for k, d in

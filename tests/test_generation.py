@@ -9,12 +9,12 @@ LEVEL_TOKENS = [list(range(3, 3 + K)), list(range(3 + K, 3 + 2 * K))]  # <a_c>, 
 VOCAB = 3 + 2 * K
 
 
-def tiny_t5(seed=0):
+def tiny_t5(seed=0, **kw):
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(seed)
     cfg = T5Config(vocab_size=VOCAB, d_model=16, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2,
-                   d_kv=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=EOS)
+                   d_kv=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=EOS, **kw)
     return T5ForConditionalGeneration(cfg).eval()
 
 
@@ -68,7 +68,9 @@ def test_unconstrained_random_model_makes_invalid_tuples():
 def runtime_of(model):
     from playlist_gen.t5_runtime import T5Runtime
 
-    return T5Runtime(model.config.to_dict(), dict(model.state_dict()))
+    config = model.config.to_dict()  # as save_pretrained writes it: the original tie_word_embeddings
+    config["tie_word_embeddings"] = model.config.scale_decoder_outputs
+    return T5Runtime(config, dict(model.state_dict()))
 
 
 def same_tokens(ours, theirs, pad=0):
@@ -79,12 +81,13 @@ def same_tokens(ours, theirs, pad=0):
 
 @pytest.mark.parametrize("constrained", [True, False])
 @pytest.mark.parametrize("mode", ["beam", "sample"])
-def test_runtime_decodes_the_same_tokens_as_transformers(mode, constrained):
+@pytest.mark.parametrize("t5", [{}, {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}])
+def test_runtime_decodes_the_same_tokens_as_transformers(mode, constrained, t5):
     """t5_runtime (no transformers import) repeats transformers' generate op for op: same seed, same tokens,
-    also with padded titles in the batch."""
+    also with padded titles in the batch, for T5 and T5 v1.1 (gated GELU, unscaled outputs)."""
     from playlist_gen import t5_runtime as rt
 
-    model, n = tiny_t5(), 6
+    model, n = tiny_t5(**t5), 6
     torch.manual_seed(1)
     x = torch.randint(3, VOCAB, (5, 7))
     mask = torch.ones_like(x)
@@ -112,10 +115,10 @@ def test_runtime_refuses_other_feed_forward():
     from playlist_gen.io import PipelineError
 
     cfg = tiny_t5().config.to_dict()
-    with pytest.raises(PipelineError, match="dense_act_fn"):
+    with pytest.raises(PipelineError, match="feed_forward_proj"):
         from playlist_gen.t5_runtime import T5Runtime
 
-        T5Runtime({**cfg, "dense_act_fn": "silu"}, dict(tiny_t5().state_dict()))
+        T5Runtime({**cfg, "feed_forward_proj": "gated-silu"}, dict(tiny_t5().state_dict()))
 
 
 def _mask(proc, prefix):
