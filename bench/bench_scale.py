@@ -168,11 +168,19 @@ def main() -> None:
         both = (f"{work_seconds(res['import'][0]) + work_seconds(res['corpus'][0]):.0f}"
                 if "import" in res and "corpus" in res else "-")
         print(f"| {n:,} | {ti.get('entries', 0):,} | {ti.get('songs', 0):,} | " + " | ".join(cells) + f" | {both} |")
-    if len(rows) > 1:
-        (n0, r0), (n1, r1) = rows[0], rows[-1]
+    for (n0, r0), (n1, r1) in zip(rows, rows[1:]):
         grow = {ph: work_seconds(r1[ph][0]) / work_seconds(r0[ph][0]) for ph in r1 if ph in r0}
         print(f"growth {n0:,} -> {n1:,} playlists (x{n1 / n0:.1f}): "
               + ", ".join(f"{ph} x{g:.2f}" for ph, g in grow.items()))
+    n, res = rows[-1]
+    if "import" in res and "corpus" in res:
+        both = work_seconds(res["import"][0]) + work_seconds(res["corpus"][0])
+        peak = max(res["import"][0]["peak_gib"], res["corpus"][0]["peak_gib"])
+        print(f"{n:,} playlists: import + corpus {both:.0f} s = {both / 300:.2f} x the 300 s target, "
+              f"peak {peak:.2f} GiB = {peak / 8:.2f} x the 8 GiB target")
+    if "vectors" in res:
+        s = work_seconds(res["vectors"][0])
+        print(f"{n:,} playlists: song vectors {s:.0f} s = {s / 900:.2f} x the 900 s target")
 
 
 if __name__ == "__main__":
