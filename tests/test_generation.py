@@ -188,3 +188,20 @@ def test_song_index_cache_round_trip(index, tmp_path):
     assert back.cluster_songs == index.cluster_songs and back.counts == index.counts
     assert back.name("p1") == ("Song P1", "Artist") and back.name("zz") == ("unknown", "unknown")
     assert SongIndex.load(path, {"a": [1, 3]}) is None  # built from other files
+
+
+def test_song_index_names_the_missing_input_and_its_stage(tmp_path):
+    from config import Config
+    from playlist_gen.generation import load_song_index
+    from playlist_gen.io import PipelineError
+
+    cfg = Config(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
+    with pytest.raises(PipelineError, match="song_semantic_ids.jsonl not found: run `python train_rq_kmeans.py`"):
+        load_song_index(cfg)
+    cfg.semantic_ids_path.parent.mkdir()
+    cfg.semantic_ids_path.write_text("")
+    with pytest.raises(PipelineError, match="train.tsv not found: run `python prepare_corpus.py`"):
+        load_song_index(cfg)
+    cfg.split_path("train").write_text("")
+    with pytest.raises(PipelineError, match="prepare_data.py"):
+        load_song_index(cfg)
