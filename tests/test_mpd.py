@@ -100,3 +100,16 @@ def test_packed_strings_cut_out_what_is_asked():
     assert len(packed) == 4 and packed.take() == ["ab", "", "c☕", "def"]
     assert packed.take([3, 0]) == ["def", "ab"] and packed.take(slice(2)) == ["ab", ""] and packed.take([]) == []
     assert mpd.Packed.of([]).take() == []
+
+
+@pytest.mark.parametrize("limit", [0, 95])  # 95: the last file is cut inside
+def test_worker_processes_merge_like_one_process(tmp_path, limit):
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for k in range(5):  # songs repeat across files
+        write_mpd(folder / f"s.{k}.json.gz", synthetic_playlists(20, seed=k), start_pid=20 * k)
+    one, pooled = read_mpd(folder, limit, workers=1), read_mpd(folder, limit, workers=2)
+    assert list(pooled.song_uris.items()) == list(one.song_uris.items()) and len(one.playlist_ids) == (limit or 100)
+    assert pooled.song_names == one.song_names and pooled.playlist_ids == one.playlist_ids
+    for name in ("entry_playlist", "entry_song"):
+        assert np.concatenate(getattr(pooled, name)).tolist() == np.concatenate(getattr(one, name)).tolist()
