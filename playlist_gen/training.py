@@ -196,15 +196,104 @@ def set_threads(threads: int, cuda: bool) -> None:
         torch.set_num_threads(threads)
 
 
+class _LogSoftmaxNLL(torch.autograd.Function):
+    """Summed cross-entropy of `logits` (rows x vocabulary) at `labels` (-100 = ignored), as
+    cross_entropy(reduction="sum"), with a backward that turns the saved log-probabilities into the gradient in
+    place (softmax - one-hot): no zero-filled rows x vocabulary gradient and no separate log-softmax backward
+    (measured 46 -> 27 ms per step of 3,232 x 1,901 logits on one CPU thread)."""
+
+    @staticmethod
+    def forward(ctx, logits, labels):
+        logp = torch.log_softmax(logits, dim=-1)
+        keep = (labels != -100).unsqueeze(1)
+        index = labels.clamp(min=0).unsqueeze(1)
+        ctx.save_for_backward(logp, index, keep)
+        return -(logp.gather(1, index) * keep).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        logp, index, keep = ctx.saved_tensors
+        row_scale = grad * keep.to(logp.dtype)  # ignored rows get no gradient
+        logp.exp_().mul_(row_scale)  # softmax x dloss, reusing the saved buffer (backward runs once)
+        return logp.scatter_add_(1, index, -row_scale), None
+
+
 def token_mean_loss(outputs, labels, num_items_in_batch=None):
     """Cross-entropy summed over target tokens / the batch's target tokens (over all devices when the Trainer
     counts them). T5's own loss is a per-device mean that ignores num_items_in_batch, which the Trainer then
     multiplies by the number of processes; this keeps loss and gradients right under torchrun."""
-    logits = outputs["logits"]
-    total = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
-                                              reduction="sum")
+    logits = outputs["logits"].float().flatten(0, 1)
+    labels = labels.flatten()
+    if torch.is_grad_enabled() and logits.requires_grad:
+        total = _LogSoftmaxNLL.apply(logits, labels)
+    else:
+        total = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
     n = num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum()
     return total / n
+
+
+class _MaskedScale(torch.autograd.Function):
+    """x * mask, keeping only the (already scaled) mask for backward."""
+
+    @staticmethod
+    def forward(ctx, x, mask):
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.saved_tensors[0], None
+
+
+def fast_dropout(x, p: float, training: bool = True):
+    """Dropout whose CPU masks come from 16-bit slices of 64-bit random words of torch's generator (seeded,
+    checkpointed with the Trainer's RNG state): 4 mask entries per draw, where bernoulli_ draws one each and took
+    20% of a CPU training step. The drop probability is p rounded to a multiple of 1/65536. Elsewhere (GPU, p
+    outside (0, 1), eval) this is torch's own dropout."""
+    if not training or not 0 < p < 1 or x.device.type != "cpu":
+        return torch.nn.functional.dropout(x, p, training)
+    n = x.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None)  # full 64-bit range
+    bits = words.view(torch.int16)[:n].view(x.shape)  # uniform on [-32768, 32767]
+    mask = (bits >= round(p * 65536) - 32768).to(x.dtype).mul_(1 / (1 - p))
+    return _MaskedScale.apply(x, mask)
+
+
+class FastDropout(torch.nn.Dropout):
+    def forward(self, x):
+        return fast_dropout(x, self.p, self.training)
+
+
+def _eager_attention_fast_dropout(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                                  position_bias=None, **kwargs):
+    """transformers' T5 eager attention with fast_dropout on the attention probabilities."""
+    weights = torch.matmul(query, key.transpose(2, 3)) * (query.size(-1) ** -0.5 if scaling is None else scaling)
+    if position_bias is not None:
+        weights = weights + position_bias
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = fast_dropout(torch.softmax(weights, dim=-1), dropout, module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+FAST_ATTENTION = "tiger_eager_fast_dropout"
+
+
+def use_fast_cpu_dropout(model) -> None:
+    """Training on CPU: every nn.Dropout of `model` becomes FastDropout and attention runs eager with fast_dropout
+    (measured 13% less CPU time per step of the default model). Same parameters, same saved model; the attention
+    choice is not saved, so a reloaded model uses transformers' default again."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is torch.nn.Dropout:
+                setattr(module, name, FastDropout(child.p))
+    if "T5" in type(model).__name__:  # the attention function follows T5's eager attention
+        AttentionInterface.register(FAST_ATTENTION, _eager_attention_fast_dropout)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(FAST_ATTENTION, eager_mask)
+        model.set_attn_implementation(FAST_ATTENTION)
 
 
 def make_trainer(model, tok, args, train_features, val_features, patience: int):
@@ -219,6 +308,8 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int):
             return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                         lengths=lengths)
 
+    if args.device.type == "cpu":
+        use_fast_cpu_dropout(model)
     collator = DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100)
     return TigerTrainer(model=model, args=args, train_dataset=train_features, eval_dataset=val_features,
                         data_collator=collator, processing_class=tok, compute_loss_func=token_mean_loss,

@@ -90,6 +90,60 @@ def test_local_pretrained_t5_gets_semantic_tokens(corpus_world, tmp_path):
     assert tok.convert_ids_to_tokens(tok("<a_3> <b_7>")["input_ids"]) == ["<a_3>", "<b_7>", "</s>"]
 
 
+def test_token_mean_loss_matches_cross_entropy_in_value_and_gradient():
+    import torch
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 40, requires_grad=True)
+    labels = torch.randint(0, 40, (3, 5))
+    labels[1, 2:] = -100  # padding
+    loss = training.token_mean_loss({"logits": logits}, labels, num_items_in_batch=torch.tensor(12))
+    (grad,) = torch.autograd.grad(loss, logits)
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum") / 12
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.allclose(grad, expected_grad, atol=1e-7) and grad[1, 2:].abs().sum() == 0
+
+
+def test_fast_dropout_drops_p_scales_the_rest_and_follows_the_seed():
+    import torch
+
+    x = torch.ones(400, 500, requires_grad=True)
+    torch.manual_seed(3)
+    y = training.fast_dropout(x, 0.1)
+    torch.manual_seed(3)
+    assert torch.equal(y, training.fast_dropout(x, 0.1))
+    assert (y == 0).float().mean().item() == pytest.approx(0.1, abs=0.005)
+    assert y.unique().tolist() == [0.0, pytest.approx(1 / 0.9)]
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(grad, y.detach())  # gradient through the same scaled mask
+    assert training.fast_dropout(x, 0.1, training=False) is x
+
+
+def test_fast_cpu_dropout_keeps_the_model_and_its_outputs():
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=60, d_model=16, d_ff=32, num_layers=2, num_heads=2, d_kv=8, dropout_rate=0.1,
+                      decoder_start_token_id=0, pad_token_id=0)
+    plain, fast = T5ForConditionalGeneration(config), T5ForConditionalGeneration(config)
+    fast.load_state_dict(plain.state_dict())
+    training.use_fast_cpu_dropout(fast)
+    assert not any(type(m) is torch.nn.Dropout for m in fast.modules())
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    batch = {"input_ids": torch.randint(3, 60, (3, 7)), "attention_mask": torch.ones(3, 7, dtype=torch.long),
+             "labels": torch.randint(3, 60, (3, 9))}
+    batch["attention_mask"][0, 4:] = 0
+    plain.eval(), fast.eval()
+    assert torch.allclose(plain(**batch).logits, fast(**batch).logits, atol=1e-5)  # eval: the same function
+    fast.train()
+    torch.manual_seed(5)
+    first = fast(**batch).logits
+    torch.manual_seed(5)
+    assert torch.equal(first, fast(**batch).logits) and not torch.allclose(first, plain(**batch).logits)
+
+
 def test_checkpoint_folder_resumes_only_complete_matching_checkpoints(tmp_path):
     ckpt = tmp_path / "ckpt"
     for step, complete in ((5, True), (10, True), (15, False)):
