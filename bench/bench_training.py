@@ -8,12 +8,14 @@ length-grouped sampler) and trains --bench_steps steps (default 40; the first 5 
 Model FLOPs per step = 6 x (encoder non-embedding params x source tokens + (decoder non-embedding
 + LM-head params) x target tokens), attention excluded, real (unpadded) tokens of the step's batch.
 The fp32 matmul rate (4096^3) is measured before and after in the same process, with the thread count
-training uses. Target on CPU: MFU >= 50%.
+training uses. Target on CPU: MFU >= 50%. Both are also reported in process CPU time (steps and matmuls
+alike), which a machine shared with other jobs disturbs far less than wall time.
 """
 
 import sys
 import time
 
+import torch
 from transformers import TrainerCallback, set_seed
 
 from bench.common import machine, matmul_gflops
@@ -23,13 +25,25 @@ WARMUP = 5
 
 class StepTimer(TrainerCallback):
     def __init__(self):
-        self.t = []
+        self.t, self.cpu = [], []
 
     def on_step_begin(self, args, state, control, **kw):
         self.t.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
-    def on_train_end(self, args, state, control, **kw):
-        self.t.append(time.perf_counter())
+    on_train_end = on_step_begin
+
+
+def matmul_gflops_cpu_time(n: int = 4096, reps: int = 3) -> float:
+    """As bench.common.matmul_gflops, in process CPU time: fp32 n^3 products, best of reps."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.process_time()
+        torch.mm(a, b)
+        best = min(best, time.process_time() - t0)
+    return 2 * n**3 / best / 1e9
 
 
 class TokenCounter:
@@ -64,7 +78,7 @@ def main() -> None:
     corpus_meta, _, train_df, val_df = training.load_corpus(cfg)
     args = training.training_arguments(cfg)  # sets torch's threads (--tiger.threads) as train_tiger.py does
     print(machine())
-    mm0 = matmul_gflops()  # at the thread count training uses
+    mm0, mm0_cpu = matmul_gflops(), matmul_gflops_cpu_time()  # at the thread count training uses
     args.disable_tqdm = True
     tok, _ = training.shared_tokenizer(cfg, args, list(train_df["title"]), semantic_tokens(corpus_meta),
                                        training.fingerprint(tc, corpus_meta))
@@ -75,22 +89,25 @@ def main() -> None:
     trainer.data_collator = counter = TokenCounter(trainer.data_collator)
     trainer.add_callback(timer := StepTimer())
     trainer.train()
-    mm1 = matmul_gflops()
-    enc, dec, head = param_counts(model)
-    secs = timer.t[-1] - timer.t[WARMUP]
-    src = sum(b[0] for b in counter.batches[WARMUP:steps])
-    tgt = sum(b[1] for b in counter.batches[WARMUP:steps])
-    flops = 6 * (enc * src + (dec + head) * tgt)
-    mm = (mm0 + mm1) / 2
-    mfu = flops / secs / 1e9 / mm
-    print(machine())
-    print(f"params: encoder {enc:,} decoder {dec:,} LM head {head:,}; timed steps {steps - WARMUP}, "
-          f"source tokens {src:,}, target tokens {tgt:,}, {secs:.1f} s")
-    print("| model | batch | tokens/s (src+tgt) | model GFLOP/s | matmul GFLOP/s (before/after) | MFU |")
-    print("|---|---|---|---|---|---|")
-    print(f"| d_model {tc.d_model}, {tc.num_layers}+{tc.num_decoder_layers} layers, d_ff {tc.d_ff} | {tc.batch_size} "
-          f"| {(src + tgt) / secs:,.0f} | {flops / secs / 1e9:.1f} | {mm0:.1f}/{mm1:.1f} | {100 * mfu:.0f}% |")
+    mm1, mm1_cpu = matmul_gflops(), matmul_gflops_cpu_time()
+    report(tc, param_counts(model), counter.batches[WARMUP:steps], timer, (mm0, mm1), (mm0_cpu, mm1_cpu))
 
+
+def report(tc, params, batches, timer, matmul_wall, matmul_cpu) -> None:
+    """Tokens/s and MFU of the timed steps, by wall clock and by process CPU time."""
+    enc, dec, head = params
+    src, tgt = sum(b[0] for b in batches), sum(b[1] for b in batches)
+    flops = 6 * (enc * src + (dec + head) * tgt)
+    secs, cpu_secs = timer.t[-1] - timer.t[WARMUP], timer.cpu[-1] - timer.cpu[WARMUP]
+    print(machine())
+    print(f"params: encoder {enc:,} decoder {dec:,} LM head {head:,}; timed steps {len(batches)}, "
+          f"source tokens {src:,}, target tokens {tgt:,}, {secs:.1f} s wall, {cpu_secs:.1f} s CPU")
+    print("| model | batch | clock | tokens/s (src+tgt) | model GFLOP/s | matmul GFLOP/s (before/after) | MFU |")
+    print("|---|---|---|---|---|---|---|")
+    model = f"d_model {tc.d_model}, {tc.num_layers}+{tc.num_decoder_layers} layers, d_ff {tc.d_ff}"
+    for clock, t, (m0, m1) in (("wall", secs, matmul_wall), ("CPU", cpu_secs, matmul_cpu)):
+        print(f"| {model} | {tc.batch_size} | {clock} | {(src + tgt) / t:,.0f} | {flops / t / 1e9:.1f} "
+              f"| {m0:.1f}/{m1:.1f} | {100 * flops / t / 1e9 / ((m0 + m1) / 2):.0f}% |")
 
 if __name__ == "__main__":
     main()
