@@ -7,6 +7,7 @@ so a title seen in training never appears in validation or test.
 """
 
 import csv
+import io
 import logging
 import re
 import unicodedata
@@ -24,7 +25,10 @@ SPLITS = ("train", "val", "test")
 COLUMNS = ("glid", "title", "target")
 MADE_BY = "run `python prepare_corpus.py` first"
 EXTRA_SEPARATOR = " | "  # between the title and each extra column in the input text
+ORDERS = ("original", "sorted", "shuffled")
+TARGET_CHUNK = 100_000  # playlists joined per step: bounds the per-entry string list (memory)
 _SPACE_RE = re.compile(r"\s+")
+_TSV_SPECIAL = re.compile(r'[\t\n\r"]')  # characters that may make the csv module quote a field
 
 
 def clean_text(text: str) -> str:
@@ -69,10 +73,6 @@ def input_texts(info: pd.DataFrame, extra_columns: str) -> pd.Series:
     return text
 
 
-ORDERS = ("original", "sorted", "shuffled")
-TARGET_CHUNK = 100_000  # playlists joined per step: bounds the per-entry string list (memory)
-
-
 def _map_distinct(values: pd.Series, fn) -> pd.Series:
     """`values.map(fn)` calling fn once per distinct value (MPD: ~1M titles, far fewer distinct ones)."""
     codes, distinct = pd.factorize(values, use_na_sentinel=False)
@@ -80,7 +80,7 @@ def _map_distinct(values: pd.Series, fn) -> pd.Series:
     return pd.Series(mapped[codes], index=values.index, dtype=object)
 
 
-def entry_table(playlists, n_rows: int) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+def entry_table(playlists) -> tuple[np.ndarray, np.ndarray, pd.Index]:
     """(info row, song code) per entry of a playlist in the info file, grouped by info row in info order
     (file order within a playlist), and the song IDs the codes index. Entries of other playlists are left out."""
     from .song_vectors import entry_codes
@@ -101,7 +101,7 @@ def song_tuple_ids(song_ids: pd.Index, song_to_ids: dict, scheme: str) -> tuple[
     """Per song code its tuple id (-1: no semantic ID), and per tuple id its tokens as one string."""
     index = {}
     tuple_of_song = np.fromiter(
-        (-1 if (t := song_to_ids.get(s)) is None else index.setdefault(t, len(index)) for s in song_ids),
+        (-1 if (t := song_to_ids.get(s)) is None else index.setdefault(t, len(index)) for s in song_ids.tolist()),
         dtype=np.int32, count=len(song_ids))
     levels = len(next(iter(index), ()))
     codes = np.array(list(index), dtype=np.int64).reshape(len(index), levels)
@@ -111,7 +111,7 @@ def song_tuple_ids(song_ids: pd.Index, song_to_ids: dict, scheme: str) -> tuple[
 def sort_ranks(song_ids: pd.Index) -> np.ndarray:
     """Per song code its rank under `song_sort_key`; songs with equal keys (`007`, `7`) share a rank, so a stable
     sort by rank keeps their playlist order, as `sorted(songs, key=song_sort_key)` does."""
-    keys = [song_sort_key(s) for s in song_ids]
+    keys = [song_sort_key(s) for s in song_ids.tolist()]
     rank = np.empty(len(keys), dtype=np.int64)
     current, previous = -1, None
     for i in sorted(range(len(keys)), key=keys.__getitem__):
@@ -144,7 +144,7 @@ def drop_and_order(rows, songs, song_ids, tuple_of_song, cc, seed, counts: Corpu
     if missing.any():
         counts.songs_without_ids = int(missing.sum())
         first = first_per_row(rows[missing], 5)  # the first missing song of each of the first 5 such playlists
-        counts.missing_song_examples = [song_ids[c] for c in songs[missing][first]]
+        counts.missing_song_examples = song_ids[songs[missing][first]].tolist()
         rows, songs, tids = rows[~missing], songs[~missing], tids[~missing]
     if cc.order != "original":
         order = order_entries(rows, songs, song_ids, cc.order, seed)
@@ -204,7 +204,7 @@ def build_pairs(playlists, song_to_ids: dict, cc, seed: int) -> tuple[pd.DataFra
     check_corpus_config(cc)
     info = playlists.info
     counts = CorpusCounts(playlists_in=len(info))
-    rows, songs, song_ids = entry_table(playlists, len(info))
+    rows, songs, song_ids = entry_table(playlists)
     with_songs = np.bincount(rows, minlength=len(info)) > 0
     counts.playlists_without_songs = int(len(info) - with_songs.sum())
     tuple_of_song, tuple_text = song_tuple_ids(song_ids, song_to_ids, cc.token_scheme)
@@ -244,12 +244,31 @@ def split_labels(keys: pd.Series, how: str, val_fraction: float, test_fraction: 
     return labels
 
 
-def write_split(path, df: pd.DataFrame) -> None:
+def _tsv_lines(df: pd.DataFrame) -> np.ndarray:
+    """One TSV line per row. Rows with a tab, quote or line break (or a non-string) go through the csv module
+    (QUOTE_MINIMAL); the rest are plain joins, byte for byte what csv writes for them, ~10x faster."""
+    columns = [df[c].to_numpy(dtype=object) for c in COLUMNS]
+    special = np.zeros(len(df), dtype=bool)
+    for column in columns:
+        special |= np.fromiter((type(v) is not str or _TSV_SPECIAL.search(v) is not None for v in column),
+                               dtype=bool, count=len(column))
+    plain = [np.where(special, "", column) for column in columns] if special.any() else columns
+    lines = plain[0] + "\t" + plain[1] + "\t" + plain[2] + "\n" if len(df) else np.array([], dtype=object)
+    for i in np.flatnonzero(special):
+        buffer = io.StringIO()
+        csv.writer(buffer, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL).writerow(
+            [column[i] for column in columns])
+        lines[i] = buffer.getvalue()
+    return lines
+
+
+def write_split(path, df: pd.DataFrame, chunk: int = 100_000) -> None:
     """TSV with a header; fields with tabs, quotes or newlines are quoted (csv module rules)."""
+    lines = _tsv_lines(df)
     with atomic_write(path) as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(COLUMNS)
-        writer.writerows(df[list(COLUMNS)].itertuples(index=False, name=None))
+        f.write("\t".join(COLUMNS) + "\n")
+        for start in range(0, len(lines), chunk):
+            f.write("".join(lines[start:start + chunk].tolist()))
 
 
 def read_split(cfg, split: str) -> pd.DataFrame:

@@ -39,7 +39,7 @@ class Playlists:
         sizes = np.bincount(p_codes, minlength=len(p_ids))
         songs = np.asarray(s_ids, dtype=object)[s_codes[np.argsort(p_codes, kind="stable")]].tolist()
         ends = np.cumsum(sizes).tolist()
-        return {pid: songs[end - n:end] for pid, n, end in zip(p_ids, sizes.tolist(), ends) if n}
+        return {pid: songs[end - n:end] for pid, n, end in zip(p_ids.tolist(), sizes.tolist(), ends) if n}
 
 
 def _first_bad_utf8_line(path: Path) -> tuple[int, str] | None:
@@ -87,12 +87,18 @@ def _parser_error(path: Path, e: Exception) -> str:
     return f"{path}: malformed CSV ({str(e).strip()}); fix the row's field count or quoting"
 
 
+def _blank(values) -> np.ndarray:
+    """Per value: an empty or whitespace-only string (`v.strip() == ""`, without making the stripped copies)."""
+    return np.fromiter((isinstance(v, str) and (not v or v.isspace()) for v in values), dtype=bool,
+                       count=len(values))
+
+
 def _empty_rows(column: pd.Series) -> np.ndarray:
     """Rows whose cell is empty or only whitespace; a categorical column is checked once per distinct value."""
     if not isinstance(column.dtype, pd.CategoricalDtype):
-        return np.flatnonzero(column.str.strip().eq("").to_numpy())
+        return np.flatnonzero(_blank(column.to_numpy(dtype=object)))
     codes = column.cat.codes.to_numpy()
-    blank = np.flatnonzero(column.cat.categories.str.strip() == "")
+    blank = np.flatnonzero(_blank(column.cat.categories.tolist()))
     if len(blank) == 0 and codes.min(initial=0) >= 0:
         return np.array([], dtype=np.int64)
     return np.flatnonzero(np.isin(codes, blank) | (codes < 0))
@@ -120,7 +126,7 @@ def _categorical_chunks(path: Path):
 
 def _read_categorical(path: Path) -> pd.DataFrame:
     """The CSV as categoricals whose categories are in order of first appearance (as pd.factorize numbers
-    values), so codes follow the file order. Falls back to reading strings when pandas converts categories."""
+    values), so codes follow the file order. Reads strings instead where pandas converts categories."""
     try:
         seen, codes, columns = {}, {}, None
         for chunk in _categorical_chunks(path):
@@ -129,7 +135,7 @@ def _read_categorical(path: Path) -> pd.DataFrame:
                 local = column.cat.codes.to_numpy()
                 first_seen = pd.unique(local)  # this chunk's categories in order of appearance
                 index = seen.setdefault(col, {})
-                ids = [index.setdefault(v, len(index)) for v in column.cat.categories[first_seen]]
+                ids = [index.setdefault(v, len(index)) for v in column.cat.categories[first_seen].tolist()]
                 to_global = np.zeros(len(column.cat.categories), dtype=np.int32)
                 to_global[first_seen] = ids
                 codes.setdefault(col, []).append(to_global[local])

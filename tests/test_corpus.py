@@ -222,3 +222,16 @@ def test_shuffled_order_is_seeded_and_keeps_each_playlists_songs(world):
     assert all(sorted(tokens.decode(a, 2)) == sorted(tokens.decode(b, 2))
                for a, b in zip(first["target"], original["target"]))
     assert (first["target"] != original["target"]).any()
+
+
+@settings(deadline=None)  # the machine may be busy; speed belongs in bench/
+@given(st.lists(st.tuples(*[st.one_of(st.text(st.sampled_from('ab \t\n\r",深🌙')), st.none(), st.integers())] * 3),
+                max_size=8))
+def test_write_split_writes_what_the_csv_module_writes(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("split") / "train.tsv"
+    corpus.write_split(path, pd.DataFrame(rows, columns=list(corpus.COLUMNS), dtype=object))
+    with open(tmp_path_factory.mktemp("csv") / "x.tsv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(corpus.COLUMNS)
+        writer.writerows(rows)
+    assert path.read_bytes() == open(f.name, "rb").read()

@@ -153,17 +153,17 @@ def test_entries_load_as_categoricals_in_file_order_across_chunks(tmp_path, monk
     """IDs that look like numbers stay strings (`007` is not `7`); categories follow first appearance even
     when the file is read in several chunks."""
     monkeypatch.setattr(data, "CHUNK_ROWS", 2)
-    songs = "special_gid,mixsongid\n010,0003\n007,7\n007,007\n010,7\n007,0003\n"
+    songs = "special_gid,mixsongid\n010,0003\n007,7\n007,007\n010,7\n007,0003\n007,NaN\n010,NULL\n"
     info = "glid,listname\n007,a\n010,b\n"
-    song_info = "mixsongid,songname,singername\n7,x,y\n007,x,y\n0003,x,y\n"
+    song_info = "mixsongid,songname,singername\n7,x,y\n007,x,y\n0003,x,y\nNaN,x,y\nNULL,x,y\n"
     cfg = write_files(tmp_path, **{"gen_playlist_song.csv": songs, "gen_playlist_info.csv": info,
                                    "gen_song_info.csv": song_info})
     p = load_playlists(cfg)
     assert all(isinstance(p.songs[c].dtype, pd.CategoricalDtype) for c in ("playlist_id", "song_id"))
-    assert p.songs["song_id"].cat.categories.tolist() == ["0003", "7", "007"]
+    assert p.songs["song_id"].cat.categories.tolist() == ["0003", "7", "007", "NaN", "NULL"]
     assert p.songs["playlist_id"].cat.categories.tolist() == ["010", "007"]
-    assert p.songs["song_id"].astype(str).tolist() == ["0003", "7", "007", "7", "0003"]
-    assert p.song_lists() == {"010": ["0003", "7"], "007": ["7", "007", "0003"]}
+    assert p.songs["song_id"].astype(str).tolist() == ["0003", "7", "007", "7", "0003", "NaN", "NULL"]
+    assert p.song_lists() == {"010": ["0003", "7", "NULL"], "007": ["7", "007", "0003", "NaN"]}
 
 
 def test_true_false_ids_stay_strings(tmp_path):
