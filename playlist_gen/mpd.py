@@ -140,7 +140,7 @@ class _Track(msgspec.Struct, gc=False):  # gc=False: holds only strings, so 66M 
     artist_name: str | None = None
 
 
-class _Playlist(msgspec.Struct, gc=False):
+class _Playlist(msgspec.Struct, gc=False):  # safe: values decoded from JSON cannot form reference cycles
     pid: Any
     tracks: list[_Track]
     name: Any = None
