@@ -339,15 +339,16 @@ def write_pairs_csv(path, header: tuple[str, str], left: pd.Categorical, right: 
             f.write(part.tobytes().replace(b"\0", b""))
 
 
-def write_song_vectors(path, song_ids: list[str], X: np.ndarray, id_col: str, chunk: int = 20000) -> None:
-    """`id_col,d0,d1,...` with 6 significant digits per value (float32 vectors lose nothing that matters)."""
-    fmt = ",".join(["%.6g"] * X.shape[1])
-    with atomic_write(path) as f:
-        f.write(",".join([_csv_field(id_col)] + [f"d{i}" for i in range(X.shape[1])]) + "\n")
+def write_song_vectors(path, song_ids: list[str], X: np.ndarray, id_col: str, chunk: int = 2000) -> None:
+    """`id_col,d0,d1,...` with 6 significant digits per value (float32 vectors lose nothing that matters),
+    byte for byte as "%.6g" writes them, formatted by numpy lookups (~3x Python's per-value formatting)."""
+    from .csv_floats import csv_lines
+
+    with atomic_write(path, "wb") as f:
+        f.write((",".join([_csv_field(id_col)] + [f"d{i}" for i in range(X.shape[1])]) + "\n").encode("utf-8"))
         for start in range(0, len(song_ids), chunk):
-            rows = X[start:start + chunk].tolist()
-            f.write("".join(f"{_csv_field(sid)},{fmt % tuple(row)}\n"
-                            for sid, row in zip(song_ids[start:start + chunk], rows)))
+            ids = [_csv_field(sid) + "," for sid in song_ids[start:start + chunk]]
+            f.write(csv_lines(ids, X[start:start + chunk]))
 
 
 def write_playlists(cfg, info: pd.DataFrame, songs: pd.DataFrame, song_info: pd.DataFrame) -> None:
