@@ -104,7 +104,9 @@ def _empty_rows(column: pd.Series) -> np.ndarray:
     return np.flatnonzero(np.isin(codes, blank) | (codes < 0))
 
 
-CHUNK_ROWS = 4_000_000  # rows per read of a categorical CSV: bounds the parser's memory (66M entries at MPD scale)
+# Rows per read of a categorical CSV. Each chunk converts its distinct values again, so larger is faster (1M MPD
+# playlists, 62M rows: 4M-row chunks 192 s CPU, 16M 114 s, one read 81 s but 4.2 GiB); 32M caps the parser's memory.
+CHUNK_ROWS = 32_000_000
 _NO_NUMBERS = "\x1f"  # a thousands separator no file has: pandas then keeps categories as strings (`007` stays `007`)
 
 
