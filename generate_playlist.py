@@ -71,8 +71,8 @@ class PlaylistMaker:
         """(song_id, cluster) per song; a new seed per request, so asking again varies a random playlist."""
         import numpy as np
 
-        from playlist_gen.corpus import clean_text
         from playlist_gen.generation import pick_songs
+        from playlist_gen.text import clean_text
 
         seed = self.cfg.seed + self.requests
         self.requests += 1

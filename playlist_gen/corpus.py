@@ -10,7 +10,6 @@ import csv
 import io
 import logging
 import re
-import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +17,7 @@ import pandas as pd
 
 from . import tokens
 from .io import PipelineError, atomic_write, read_json, require_file
+from .text import clean_text, title_key
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +27,7 @@ MADE_BY = "run `python prepare_corpus.py` first"
 EXTRA_SEPARATOR = " | "  # between the title and each extra column in the input text
 ORDERS = ("original", "sorted", "shuffled")
 TARGET_CHUNK = 100_000  # playlists joined per step: bounds the per-entry string list (memory)
-_SPACE_RE = re.compile(r"\s+")
 _TSV_SPECIAL = re.compile(r'[\t\n\r"]')  # characters that may make the csv module quote a field
-
-
-def clean_text(text: str) -> str:
-    """NFKC, then every run of whitespace (tabs, newlines, ideographic spaces) -> one space, stripped."""
-    return _SPACE_RE.sub(" ", unicodedata.normalize("NFKC", str(text))).strip()
-
-
-def title_key(text: str) -> str:
-    """The key grouped splits use: `Chill  Vibes` and `chill vibes` are one title."""
-    return clean_text(text).casefold()
 
 
 def song_sort_key(song_id: str):
