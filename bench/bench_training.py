@@ -15,7 +15,6 @@ alike), which a machine shared with other jobs disturbs far less than wall time.
 import sys
 import time
 
-import torch
 from transformers import TrainerCallback, set_seed
 
 from bench.common import machine, matmul_gflops
@@ -32,18 +31,6 @@ class StepTimer(TrainerCallback):
         self.cpu.append(time.process_time())
 
     on_train_end = on_step_begin
-
-
-def matmul_gflops_cpu_time(n: int = 4096, reps: int = 3) -> float:
-    """As bench.common.matmul_gflops, in process CPU time: fp32 n^3 products, best of reps."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)  # warm-up
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.process_time()
-        torch.mm(a, b)
-        best = min(best, time.process_time() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 class TokenCounter:
@@ -78,7 +65,7 @@ def main() -> None:
     corpus_meta, _, train_df, val_df = training.load_corpus(cfg)
     args = training.training_arguments(cfg)  # sets torch's threads (--tiger.threads) as train_tiger.py does
     print(machine())
-    mm0, mm0_cpu = matmul_gflops(), matmul_gflops_cpu_time()  # at the thread count training uses
+    mm0, mm0_cpu = matmul_gflops(), matmul_gflops(clock=time.process_time)  # at the thread count training uses
     args.disable_tqdm = True
     tok, _ = training.shared_tokenizer(cfg, args, list(train_df["title"]), semantic_tokens(corpus_meta),
                                        training.fingerprint(tc, corpus_meta))
@@ -89,7 +76,7 @@ def main() -> None:
     trainer.data_collator = counter = TokenCounter(trainer.data_collator)
     trainer.add_callback(timer := StepTimer())
     trainer.train()
-    mm1, mm1_cpu = matmul_gflops(), matmul_gflops_cpu_time()
+    mm1, mm1_cpu = matmul_gflops(), matmul_gflops(clock=time.process_time)
     report(tc, param_counts(model), counter.batches[WARMUP:steps], timer, (mm0, mm1), (mm0_cpu, mm1_cpu))
 
 
