@@ -214,7 +214,10 @@ class TorchKMeans:
         x_sq = float(torch.linalg.vector_norm(xa[:, :d], dtype=torch.float64) ** 2)
         ca = torch.empty(k, d + 1, device=self.device)
         ca[:, :d] = xa[torch.as_tensor(init_indices(X, k, self.seed), device=self.device), :d]
-        rows = max(1, min(n, self.buffer_elems // k, *([] if pool is None else [max(512, CPU_CHUNK // k)])))
+        rows = min(n, self.buffer_elems // k)
+        if pool is not None:  # shard workers: a chunk that stays in each core's cache
+            rows = min(rows, max(512, CPU_CHUNK // k))
+        rows = max(1, rows)
         bufs = [torch.empty(rows, k, device=self.device) for _ in range(workers)]
         score = torch.empty(n, device=self.device)
         idx = torch.empty(n, dtype=torch.long, device=self.device)
