@@ -110,6 +110,11 @@ CHUNK_ROWS = 32_000_000
 _NO_NUMBERS = "\x1f"  # a thousands separator no file has: pandas then keeps categories as strings (`007` stays `007`)
 
 
+def _read_strings(path: Path) -> pd.DataFrame:
+    """Every cell a string as written (no NA guessing; `-sig`: Excel's BOM is not part of the first name)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+
+
 class _NotStrings(Exception):
     """pandas turned a column's categories into non-strings (all values True/False); read it as strings."""
 
@@ -142,10 +147,10 @@ def _read_categorical(path: Path) -> pd.DataFrame:
                 to_global[first_seen] = ids
                 codes.setdefault(col, []).append(to_global[local])
     except _NotStrings:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        df = _read_strings(path)
         return df.apply(lambda c: pd.Series(pd.Categorical(c, categories=pd.unique(c)), index=c.index))
     if columns is None:  # a header without rows
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig").astype("category")
+        return _read_strings(path).astype("category")
     return pd.DataFrame({col: pd.Categorical.from_codes(np.concatenate(codes[col]), pd.Index(list(seen[col]),
                                                                                              dtype=str))
                          for col in columns})
@@ -157,8 +162,7 @@ def read_csv_strings(path: Path, required: dict[str, str], categorical: bool = F
     appearance): 66M playlist entries as Python strings would take ~9 GB."""
     path = require_file(path, MADE_BY)
     try:
-        df = (_read_categorical(path) if categorical
-              else pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig"))  # -sig: Excel's BOM
+        df = _read_categorical(path) if categorical else _read_strings(path)
     except UnicodeDecodeError:
         line, where = _first_bad_utf8_line(path) or (0, "unknown position")
         raise PipelineError(f"{path}, line {line}: not valid UTF-8 ({where}); re-save the file as UTF-8") from None
