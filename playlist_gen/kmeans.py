@@ -153,9 +153,9 @@ class TorchKMeans:
     name = "torch"
 
     def __init__(self, seed: int = 0, device: str = "auto", buffer_elems: int = 0):
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        from .device import resolve_device
+
+        self.device = torch.device(resolve_device(device))
         self.seed = seed
         # score buffer (floats): on the CPU 16 MB, so the amax/gather passes after each matmul read L3, not RAM
         # (1.3-1.5x faster than one 256 MB chunk at k=256 and 2048, bench/RESULTS.md); GPUs like big chunks

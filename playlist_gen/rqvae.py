@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .device import resolve_device
 from .io import PipelineError, atomic_write, require_file
 from .kmeans import code_usage, make_kmeans, residual_kmeans, threads_for
 
@@ -95,12 +96,6 @@ class RQVAEResult:
     device: str = "cpu"
     n_train: int = 0
     n_val: int = 0
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +178,7 @@ def _train_epoch(model, opt, x, batch_size, gen, dead, step) -> tuple[float, int
 
 def train_rqvae(X: np.ndarray, cfg_rq, sizes: list[int], seed: int) -> RQVAEResult:
     """Train on a seeded split of X (already normalised if wanted) and encode every row."""
-    device = resolve_device(cfg_rq.device)
+    device = torch.device(resolve_device(cfg_rq.device))
     if device.type != "cpu":
         return _train(X, cfg_rq, sizes, seed, device)
     hidden = parse_hidden_dims(cfg_rq.hidden_dims)

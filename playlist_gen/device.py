@@ -1,0 +1,64 @@
+"""The one place that chooses between GPU and CPU, and reads torchrun's ranks.
+
+`resolve_device("auto" | "cpu" | "cuda" | "cuda:N")` serves k-means, the RQ-VAE and generation; training leaves
+the device to the Trainer. `Distributed` is evaluation's process group under `torchrun` (a single process
+without it).
+"""
+
+import os
+
+from .io import PipelineError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(setting: str = "auto", local_rank: int = 0, cpu_threads: int = 0) -> str:
+    """"auto": this process's GPU when torch sees one, else the CPU. An explicit "cuda" on a machine without one
+    fails here, in one line, not deep inside a stage. On the CPU, `cpu_threads` > 0 sets torch's thread count."""
+    import torch
+
+    kind = setting.split(":")[0]
+    if kind not in DEVICES:
+        raise PipelineError(f"device {setting!r}: use one of {', '.join(DEVICES)} (or cuda:N)")
+    cuda = torch.cuda.is_available()
+    if kind == "cuda" and not cuda:
+        raise PipelineError(f"device {setting!r} asked for, but torch sees no CUDA GPU here; use auto or cpu")
+    if kind == "cuda" or (kind == "auto" and cuda):
+        return setting if ":" in setting else f"cuda:{local_rank}"
+    if cpu_threads > 0:
+        torch.set_num_threads(cpu_threads)
+    return "cpu"
+
+
+class Distributed:
+    """Rank, world size and device from torchrun's environment (a single process without it)."""
+
+    def __init__(self, device: str = "auto", cpu_threads: int = 0):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.is_main = self.rank == 0
+        self.device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")), cpu_threads)
+        if self.world > 1:
+            import torch
+            import torch.distributed as dist
+
+            if self.device.startswith("cuda"):
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.startswith("cuda") else "gloo")
+
+    def gather(self, obj) -> list | None:
+        """Every rank's `obj` on rank 0 (None elsewhere)."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def close(self) -> None:
+        """No barrier: nothing runs after rank 0's report, and after an error one could hang."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
