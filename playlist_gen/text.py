@@ -1,4 +1,4 @@
-"""Title text normalisation shared by the corpus (training) and the CLI (generation).
+"""Title text normalisation shared by the corpus (training), the baselines and the CLI (generation).
 
 Kept free of pandas so generate_playlist.py can clean a title without importing it (~0.4 s of CPU).
 """
@@ -7,6 +7,10 @@ import re
 import unicodedata
 
 _SPACE_RE = re.compile(r"\s+")
+_SPACED_OUT = re.compile(r"(?<!\S)(?:\w ){2,}\w(?!\S)")  # "c h i l l", "9 0 s": single characters, single spaces
+_SYMBOLS = re.compile(r"[^\w\s&'+#]")  # punctuation, emoji, symbols; & ' + # stay (r&b, rock'n'roll, c#)
+# scripts written without spaces between words: one character is one unit for the tokenizer and the baselines
+CJK = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]"
 
 
 def clean_text(text: str) -> str:
@@ -14,6 +18,28 @@ def clean_text(text: str) -> str:
     return _SPACE_RE.sub(" ", unicodedata.normalize("NFKC", str(text))).strip()
 
 
+def normalize_title(text: str) -> str:
+    """The title as the model and the baselines read it, as the RecSys Challenge 2018 teams normalised titles:
+    NFKC, case folded, spaced-out letters joined ("c h i l l" -> "chill"), punctuation and emoji dropped.
+    A title made only of symbols (an emoji playlist) keeps them: they are all it says."""
+    folded = clean_text(text).casefold()
+    words = _SPACE_RE.sub(" ", _SYMBOLS.sub(" ", folded)).strip()
+    return _SPACED_OUT.sub(lambda m: m.group(0).replace(" ", ""), words) or folded
+
+
 def title_key(text: str) -> str:
-    """The key grouped splits use: `Chill  Vibes` and `chill vibes` are one title."""
-    return clean_text(text).casefold()
+    """The key grouped splits use: titles that normalise alike (`Chill 🌴`, `chill`, `C H I L L`) are one title."""
+    return normalize_title(text)
+
+
+EXTRA_SEPARATOR = " | "  # between the title and each extra column (tags) in the model's input text
+
+
+def input_text(title: str, extras=()) -> str:
+    """The model's input: the normalised title, then each non-empty extra text (as the corpus writes it)."""
+    text = normalize_title(title)
+    for extra in extras:
+        part = normalize_title(extra)
+        if part:
+            text += EXTRA_SEPARATOR + part
+    return text
