@@ -9,9 +9,11 @@ co-occurrence (--vectors.*). Counts and a vector quality check go to data_report
 
 import logging
 
+import numpy as np
 import pandas as pd
 
 from playlist_gen.cli import parse_config, run_script, save_config
+from playlist_gen.corpus import split_labels_for, split_settings
 from playlist_gen.data import load_playlists, load_song_vectors, write_playlists, write_song_vectors
 from playlist_gen.demo_world import make_demo_world
 from playlist_gen.io import PipelineError, write_json
@@ -43,6 +45,15 @@ def counts(info: pd.DataFrame, songs: pd.DataFrame, song_info: pd.DataFrame, vec
     }
 
 
+def training_vectors(cfg, info: pd.DataFrame, songs: pd.DataFrame) -> tuple[list[str], np.ndarray, dict]:
+    """Co-occurrence vectors from the playlists of the training split only (the split prepare_corpus.py draws):
+    validation and test playlists must not shape the semantic IDs the model is scored with."""
+    train = info["playlist_id"][split_labels_for(info, cfg.corpus, cfg.seed) == "train"]
+    ids, X, vector_info = build_song_vectors(songs[songs["playlist_id"].isin(train)], cfg.vectors, cfg.seed)
+    vector_info.update(split=split_settings(cfg.corpus, cfg.seed), playlists_used=int(len(train)))
+    return ids, X, vector_info
+
+
 def from_demo(cfg) -> dict:
     world = make_demo_world(cfg)
     quality = quality_check(world.song_ids, world.vectors, world.songs, world.song_info, cfg.vectors, cfg.seed)
@@ -56,7 +67,7 @@ def from_mpd(cfg) -> dict:
     tables = read_mpd(cfg.data.path, cfg.data.mpd_max_playlists, cfg.data.workers)
     info, songs, song_info = to_frames(tables)
     skipped, tables = tables.skipped, None  # free the interned tables before the SVD
-    ids, X, vector_info = build_song_vectors(songs, cfg.vectors, cfg.seed)
+    ids, X, vector_info = training_vectors(cfg, info, songs)
     quality = quality_check(ids, X, songs, song_info, cfg.vectors, cfg.seed)
     write_playlists(cfg, info, songs, song_info)
     write_song_vectors(cfg.song_vectors_path, ids, X, cfg.data.song_id_col)
@@ -71,7 +82,7 @@ def from_csv(cfg) -> dict:
         vector_info = {"method": "given", "dim": int(X.shape[1])}
     else:
         log.info("%s not found: building song vectors from playlist co-occurrence", cfg.song_vectors_path)
-        ids, X, vector_info = build_song_vectors(playlists.songs, cfg.vectors, cfg.seed)
+        ids, X, vector_info = training_vectors(cfg, playlists.info, playlists.songs)
     quality = quality_check(ids, X, playlists.songs, playlists.song_info, cfg.vectors, cfg.seed)
     if vector_info["method"] != "given":
         write_song_vectors(cfg.song_vectors_path, ids, X, cfg.data.song_id_col)

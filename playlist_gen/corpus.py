@@ -1,9 +1,12 @@
 """Stage 2: playlists -> (input text, semantic-ID target) pairs in seeded train/val/test splits.
 
-The input text is the playlist title (NFKC, whitespace cleaned; Chinese, emoji and mixed text kept),
-optionally followed by other playlist columns. The target is the playlist's songs, each as its tuple
-of level tokens (`<a_12> <b_7>`), in playlist order. Splits are grouped by normalised title by default,
-so a title seen in training never appears in validation or test.
+The input text is the normalised playlist title (`text.normalize_title`: case folded, punctuation and emoji
+dropped, spaced-out letters joined; Chinese and mixed text kept), followed by other playlist columns such as
+NetEase's `tags` (`corpus.extra_columns`, by default every column of EXTRA_AUTO the info file has). The
+target is the playlist's songs, each as its tuple of level tokens (`<a_12> <b_7>`), in playlist order.
+Splits are drawn over every playlist of the info file, grouped by normalised title by default, so a title
+seen in training never appears in validation or test; prepare_data.py builds co-occurrence song vectors
+from the same training split (`split_labels_for`), so no held-out playlist shapes the semantic IDs.
 """
 
 import csv
@@ -17,14 +20,14 @@ import pandas as pd
 
 from . import tokens
 from .io import PipelineError, atomic_write, read_json, require_file
-from .text import clean_text, title_key
+from .text import EXTRA_SEPARATOR, normalize_title, title_key
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ("glid", "title", "target")
 MADE_BY = "run `python prepare_corpus.py` first"
-EXTRA_SEPARATOR = " | "  # between the title and each extra column in the input text
+EXTRA_AUTO = ("tags",)  # extra_columns=auto: these columns, when the info file has them
 ORDERS = ("original", "sorted", "shuffled")
 TARGET_CHUNK = 100_000  # playlists joined per step: bounds the per-entry string list (memory)
 _TSV_SPECIAL = re.compile(r'[\t\n\r"]')  # characters that may make the csv module quote a field
@@ -48,16 +51,24 @@ class CorpusCounts:
     missing_song_examples: list = field(default_factory=list)
 
 
-def input_texts(info: pd.DataFrame, extra_columns: str) -> pd.Series:
-    """The model input per playlist: the cleaned title, then each non-empty extra column."""
-    extras = [c.strip() for c in extra_columns.split(",") if c.strip()]
+def extra_columns(info: pd.DataFrame, setting: str) -> list[str]:
+    """The playlist columns appended to the title: `auto` = those of EXTRA_AUTO present, `none` = none, or a
+    comma-separated list (each must exist)."""
+    if setting.strip() == "auto":
+        return [c for c in EXTRA_AUTO if c in info.columns]
+    extras = [c.strip() for c in setting.split(",") if c.strip() and c.strip() != "none"]
     missing = [c for c in extras if c not in info.columns]
     if missing:
         raise PipelineError(f"--corpus.extra_columns names {missing}, not columns of the playlist info file; "
-                            f"found {list(info.columns)}")
-    text = _map_distinct(info["title"], clean_text)
+                            f"found {list(info.columns)} (or use auto / none)")
+    return extras
+
+
+def input_texts(info: pd.DataFrame, extras: list[str]) -> pd.Series:
+    """The model input per playlist: the normalised title, then each non-empty extra column."""
+    text = _map_distinct(info["title"], normalize_title)
     for col in extras:
-        part = _map_distinct(info[col], clean_text)
+        part = _map_distinct(info[col], normalize_title)
         text = text.where(part.eq(""), text + EXTRA_SEPARATOR + part)
     return text
 
@@ -146,10 +157,11 @@ def drop_and_order(rows, songs, song_ids, tuple_of_song, cc, seed, counts: Corpu
 
 
 def truncate(rows: np.ndarray, tids: np.ndarray, n_rows: int, cc, counts: CorpusCounts):
-    """The first max_songs tuples of each playlist -> (rows, tids, tuples per row); counts the cuts."""
+    """The first max_songs tuples of each playlist (all when max_songs is 0) -> (rows, tids, tuples per row);
+    counts the cuts."""
     lengths = np.bincount(rows, minlength=n_rows)
     over = lengths - cc.max_songs
-    if (over > 0).any():
+    if cc.max_songs and (over > 0).any():
         counts.songs_truncated = int(over[over > 0].sum())
         counts.playlists_truncated = int((over > 0).sum())
         starts = np.cumsum(lengths) - lengths
@@ -179,14 +191,15 @@ def join_targets(rows, tids, lengths, kept_rows: np.ndarray, tuple_text: np.ndar
 def check_corpus_config(cc) -> None:
     if cc.token_scheme not in tokens.SCHEMES:
         raise PipelineError(f"--corpus.token_scheme={cc.token_scheme!r}: use one of {tokens.SCHEMES}")
-    if cc.max_songs < 1 or cc.min_songs < 1:
-        raise PipelineError("--corpus.max_songs and --corpus.min_songs must be at least 1")
+    if cc.max_songs < 0 or cc.min_songs < 1:
+        raise PipelineError("--corpus.max_songs must be at least 0 (0 = every song) and --corpus.min_songs at least 1")
     if cc.order not in ORDERS:
         raise PipelineError(f"--corpus.order={cc.order!r}: use original, sorted or shuffled")
 
 
 def build_pairs(playlists, song_to_ids: dict, cc, seed: int) -> tuple[pd.DataFrame, CorpusCounts]:
-    """Every playlist with at least min_songs songs with IDs -> a row (glid, title, target, key), in info order.
+    """Every playlist with at least min_songs songs with IDs -> a row (glid, title, target, row), in info order;
+    `row` is the playlist's row in the info table.
 
     Vectorised over all entries (66M at MPD scale): songs -> integer codes -> tuple ids; each distinct tuple's
     token string is formatted once and the targets are joins of those strings."""
@@ -205,9 +218,9 @@ def build_pairs(playlists, song_to_ids: dict, cc, seed: int) -> tuple[pd.DataFra
     kept_rows = np.flatnonzero(kept)
     pairs = pd.DataFrame({
         "glid": info["playlist_id"].to_numpy(dtype=object)[kept_rows],
-        "title": input_texts(info, cc.extra_columns).to_numpy(dtype=object)[kept_rows],
+        "title": input_texts(info, extra_columns(info, cc.extra_columns)).to_numpy(dtype=object)[kept_rows],
         "target": join_targets(rows, tids, lengths, kept_rows, tuple_text),
-        "key": _map_distinct(info["title"], title_key).to_numpy(dtype=object)[kept_rows],
+        "row": kept_rows,
     })
     return pairs, counts
 
@@ -231,6 +244,31 @@ def split_labels(keys: pd.Series, how: str, val_fraction: float, test_fraction: 
     group_label[perm] = np.where(before < test_end, "test", np.where(before < val_end, "val", "train"))
     labels = group_label[inverse] if len(groups) else np.array([], dtype=object)
     return labels
+
+
+def split_labels_for(info: pd.DataFrame, cc, seed: int) -> np.ndarray:
+    """The split of every playlist of the info table (before any is dropped for lack of songs), so stage 0 can
+    build song vectors from the training playlists alone and stage 2 draws the same split."""
+    keys = _map_distinct(info["title"], title_key)
+    return split_labels(keys, cc.split, cc.val_fraction, cc.test_fraction, seed)
+
+
+def split_settings(cc, seed: int) -> dict:
+    """What decides the split: recorded with song vectors built from the training split, checked by stage 2."""
+    return {"split": cc.split, "val_fraction": cc.val_fraction, "test_fraction": cc.test_fraction, "seed": seed}
+
+
+def check_vector_split(cfg) -> None:
+    """Song vectors built from co-occurrence saw only the training playlists of one split: stage 2 must draw that
+    same split, or held-out playlists would have shaped the semantic IDs."""
+    if not cfg.data_report_path.exists():
+        return
+    built = read_json(cfg.data_report_path, "").get("vectors", {}).get("split")
+    wanted = split_settings(cfg.corpus, cfg.seed)
+    if built is not None and built != wanted:
+        raise PipelineError(f"{cfg.song_vectors_path} was built from the training playlists of split {built}, not "
+                            f"{wanted}: re-run `python prepare_data.py` with the same --corpus.* and --seed as "
+                            "this stage, or run this stage with the settings of the vectors")
 
 
 def _tsv_lines(df: pd.DataFrame) -> np.ndarray:

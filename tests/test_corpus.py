@@ -12,6 +12,7 @@ from playlist_gen import corpus, tokens
 from playlist_gen.data import Playlists
 from playlist_gen.io import PipelineError, read_json
 from playlist_gen.semantic_ids import read_semantic_ids, save_outputs
+from playlist_gen.text import clean_text, input_text, normalize_title, title_key
 
 THEMES = ["chill", "workout", "深夜emo 🌙", "road trip", "party 🎉", "睡前 sleep", "rainy day", "throwback"]
 
@@ -68,7 +69,8 @@ def test_corpus_round_trip(world):
             assert tokens.decode(target, 2) == expected  # order kept, whole tuples, truncated to 6 songs
             assert len(target.split()) == 2 * len(expected)
             raw = titles.loc[glid]
-            assert title == corpus.clean_text(raw.listname) + (" | mood" if raw.tags else "")
+            assert title == input_text(raw.listname, [raw.tags]) == normalize_title(raw.listname) + (
+                " | mood" if raw.tags else "")
     assert n_rows == meta["playlists_out"] == 160
     missing = songs["mixsongid"].map(lambda s: s not in ids).sum()
     assert meta["songs_without_ids"] == missing > 0
@@ -81,7 +83,7 @@ def test_corpus_round_trip(world):
 def test_grouped_split_keeps_each_title_in_one_split(world):
     prepare_corpus.main(world + ["--corpus.val_fraction=0.2", "--corpus.test_fraction=0.2"])
     cfg = config_for(world)
-    keys = {s: {corpus.title_key(t.split(" | ")[0]) for t in corpus.read_split(cfg, s)["title"]}
+    keys = {s: {title_key(t.split(" | ")[0]) for t in corpus.read_split(cfg, s)["title"]}
             for s in corpus.SPLITS}
     assert all(keys.values())
     assert not (keys["train"] & keys["val"]) and not (keys["train"] & keys["test"]) and not (keys["val"] & keys["test"])
@@ -135,12 +137,23 @@ def test_tsv_quoting_survives_tabs_quotes_and_newlines(tmp_path):
 
 
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=30))
-def test_clean_text_is_stable(text):
-    once = corpus.clean_text(text)
-    assert corpus.clean_text(once) == once
+@example("a.b c")
+def test_clean_text_and_normalize_title_are_stable(text):
+    once = clean_text(text)
+    assert clean_text(once) == once
     assert "\t" not in once and "\n" not in once and once == once.strip()
+    key = normalize_title(text)
+    assert normalize_title(key) == key and key == key.strip() and "  " not in key
     if once.isascii():
-        assert corpus.title_key(text) == corpus.title_key(once.upper())
+        assert title_key(text) == title_key(once.upper())
+
+
+def test_normalize_title_as_the_recsys_teams_did():
+    assert normalize_title("  C H I L L  ") == normalize_title("Chill 🌴!!") == "chill"
+    assert normalize_title("R&B / Soul") == "r&b soul" and normalize_title("90's POP") == "90's pop"
+    assert normalize_title("【民谣盛宴】100首必听欧美民谣") == "民谣盛宴 100首必听欧美民谣"
+    assert normalize_title("🔥🔥🔥") == "🔥🔥🔥"  # nothing but symbols: they are the title
+    assert input_text("Chill!", ["", "lo-fi  beats"]) == "chill | lo fi beats"
 
 
 def reference_tuples(songs, song_to_ids, cc, counts) -> list:
@@ -157,7 +170,7 @@ def reference_tuples(songs, song_to_ids, cc, counts) -> list:
         collapsed = [t for i, t in enumerate(tuples) if i == 0 or t != tuples[i - 1]]
         counts.repeats_collapsed += len(tuples) - len(collapsed)
         tuples = collapsed
-    if len(tuples) > cc.max_songs:
+    if cc.max_songs and len(tuples) > cc.max_songs:
         counts.songs_truncated += len(tuples) - cc.max_songs
         counts.playlists_truncated += 1
         tuples = tuples[: cc.max_songs]
@@ -166,7 +179,7 @@ def reference_tuples(songs, song_to_ids, cc, counts) -> list:
 
 def reference_pairs(info, entries, song_to_ids, cc):
     counts, rows = corpus.CorpusCounts(playlists_in=len(info)), []
-    for pid, title in info:
+    for row, (pid, title) in enumerate(info):
         songs = [s for p, s in entries if p == pid]
         if not songs:
             counts.playlists_without_songs += 1
@@ -175,7 +188,7 @@ def reference_pairs(info, entries, song_to_ids, cc):
         if len(tuples) < cc.min_songs:
             counts.playlists_too_short += 1
             continue
-        rows.append((pid, corpus.clean_text(title), tokens.encode(tuples, cc.token_scheme), corpus.title_key(title)))
+        rows.append((pid, normalize_title(title), tokens.encode(tuples, cc.token_scheme), row))
     return rows, counts
 
 
@@ -185,7 +198,7 @@ _song = st.sampled_from(["7", "007", "10", "9", "a", "B", "x7", "0", "1234567890
 @settings(max_examples=60, deadline=None)
 @given(entries=st.lists(st.tuples(st.sampled_from(["p0", "p1", "p2", "p3", "ghost"]), _song), max_size=40),
        with_ids=st.sets(_song), order=st.sampled_from(["original", "sorted"]), collapse=st.booleans(),
-       max_songs=st.integers(1, 6), min_songs=st.integers(1, 3), scheme=st.sampled_from(tokens.SCHEMES),
+       max_songs=st.integers(0, 6), min_songs=st.integers(1, 3), scheme=st.sampled_from(tokens.SCHEMES),
        as_categories=st.booleans())
 @example(entries=[("p0", "7"), ("p1", "007"), ("p1", "7"), ("p1", "a"), ("p1", "a")], with_ids={"7", "007", "a"},
          order="sorted", collapse=True, max_songs=2, min_songs=1, scheme="level", as_categories=False)
