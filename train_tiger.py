@@ -33,8 +33,9 @@ def main(argv=None):
     tok, last = training.shared_tokenizer(cfg, args, list(train_df["title"]), semantic, fp)
     set_seed(cfg.seed)  # same initial weights on every rank
     model = build_model(tc, tok)
-    train_features = training.encode_split(tok, train_df, tc.max_source_len, str(cfg.split_path("train")))
-    val_features = training.encode_split(tok, val_df, tc.max_source_len, str(cfg.split_path("val")))
+    levels = int(corpus_meta["levels"])
+    train_features = training.encode_split(tok, train_df, tc, levels, cfg.seed, str(cfg.split_path("train")))
+    val_features = training.encode_split(tok, val_df, tc, levels, cfg.seed, str(cfg.split_path("val")))
     trainer = training.make_trainer(model, tok, args, train_features, val_features, tc.early_stopping_patience)
     if last:
         log.info("resuming from %s", last)
@@ -43,7 +44,7 @@ def main(argv=None):
     seconds = time.perf_counter() - start
     if is_main:
         val_loss = training.token_loss(trainer.model, val_features, trainer.data_collator, tc.batch_size * 2)
-        blind = training.title_blind_loss(train_df["target"], val_df["target"], semantic)
+        blind = training.title_blind_loss(train_df["target"], val_df["target"], semantic, tc.objective, levels)
         meta = training.final_meta(tc, corpus_meta, id_meta, val_loss=val_loss, title_blind_loss=blind)
         save_final(trainer.model, tok, meta, cfg.final_model_dir)
         training.write_loss_curve(training.loss_rows(trainer.state.log_history), cfg.loss_curve_csv_path,

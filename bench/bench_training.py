@@ -15,6 +15,7 @@ alike), which a machine shared with other jobs disturbs far less than wall time.
 import sys
 import time
 
+from torch.utils.data import Subset
 from transformers import TrainerCallback, set_seed
 
 from bench.common import machine, matmul_gflops
@@ -71,8 +72,8 @@ def main() -> None:
                                        training.fingerprint(tc, corpus_meta))
     set_seed(cfg.seed)
     model = build_model(tc, tok)
-    train_f = training.encode_split(tok, train_df, tc.max_source_len)
-    trainer = training.make_trainer(model, tok, args, train_f, train_f[:8], tc.early_stopping_patience)
+    train_f = training.encode_split(tok, train_df, tc, int(corpus_meta["levels"]), cfg.seed)
+    trainer = training.make_trainer(model, tok, args, train_f, Subset(train_f, range(8)), tc.early_stopping_patience)
     trainer.data_collator = counter = TokenCounter(trainer.data_collator)
     trainer.add_callback(timer := StepTimer())
     trainer.train()

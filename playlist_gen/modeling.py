@@ -11,10 +11,12 @@ stages 4/5 generate through `load_tiger_runtime` (playlist_gen.t5_runtime, no tr
 
 import io
 import logging
+import re
 from pathlib import Path
 
 from . import tokens
 from .io import PipelineError, atomic_dir, read_json, write_json
+from .text import CJK
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +49,24 @@ def train_sentencepiece(texts, vocab_size: int, seed: int) -> list[tuple[str, fl
     return [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
 
 
-def scratch_tokenizer(texts, semantic: list[str], vocab_size: int, lowercase: bool, seed: int):
-    """A fast tokenizer (saved as tokenizer.json, loads with AutoTokenizer) over the titles + semantic tokens."""
-    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+def scratch_tokenizer(texts, semantic: list[str], vocab_size: int, lowercase: bool, seed: int, cjk_chars: bool = True):
+    """A fast tokenizer (saved as tokenizer.json, loads with AutoTokenizer) over the titles + semantic tokens.
+
+    cjk_chars: every Chinese/Japanese/Korean character is its own word, as BERT's basic tokenizer does: a few
+    hundred titles are far too few for SentencePiece to learn where Chinese words end, and pieces spanning
+    several characters would not match the same word in a new title."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
     from transformers import PreTrainedTokenizerFast
 
-    pieces = train_sentencepiece([t.lower() if lowercase else t for t in texts], vocab_size, seed)
+    texts = [t.lower() if lowercase else t for t in texts]
+    if cjk_chars:
+        texts = [re.sub(f"({CJK})", r" \1 ", t) for t in texts]
+    pieces = train_sentencepiece(texts, vocab_size, seed)
     backend = Tokenizer(Unigram(pieces, unk_id=2, byte_fallback=True))
     backend.normalizer = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
-    backend.pre_tokenizer = pre_tokenizers.Sequence([  # spaces between semantic tokens make no token
+    split = [pre_tokenizers.Split(Regex(CJK), behavior="isolated")] if cjk_chars else []
+    backend.pre_tokenizer = pre_tokenizers.Sequence(split + [  # spaces between semantic tokens make no token
         pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
     backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                          decoders.Strip(" ", 1, 0)])
@@ -89,7 +99,7 @@ def check_tokenizer(tok, semantic: list[str]) -> None:
 
 def build_tokenizer(tc, train_texts, semantic: list[str], seed: int):
     if tc.model_name == "scratch":
-        return scratch_tokenizer(train_texts, semantic, tc.sp_vocab_size, tc.lowercase, seed)
+        return scratch_tokenizer(train_texts, semantic, tc.sp_vocab_size, tc.lowercase, seed, tc.cjk_chars)
     if not Path(tc.model_name).is_dir():
         raise PipelineError(f"--tiger.model_name={tc.model_name!r}: use `scratch` or a local folder with a "
                             "pretrained T5 (no downloads)")

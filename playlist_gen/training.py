@@ -14,6 +14,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .io import PipelineError, atomic_write, read_json, write_json
@@ -22,46 +23,126 @@ from .modeling import EOS
 log = logging.getLogger(__name__)
 
 RUN_INFO = "run_info.json"  # in the checkpoint folder: what the checkpoints were trained on
-ARCH_FIELDS = ("model_name", "sp_vocab_size", "lowercase", "d_model", "d_ff", "num_layers", "num_decoder_layers",
-               "num_heads", "d_kv", "feed_forward_proj", "tie_embeddings", "max_source_len")
+ARCH_FIELDS = ("model_name", "sp_vocab_size", "lowercase", "cjk_chars", "d_model", "d_ff", "num_layers",
+               "num_decoder_layers", "num_heads", "d_kv", "feed_forward_proj", "tie_embeddings", "max_source_len",
+               "objective", "set_size", "sets_per_playlist", "max_target_songs")
 
 
-def encode_split(tok, df, max_source_len: int, where: str = "split file") -> list[dict]:
-    """Rows (title, target) -> {input_ids, attention_mask, labels}; labels are the target tokens + </s>."""
-    enc = tok(list(df["title"]), truncation=True, max_length=max_source_len)
+OBJECTIVES = ("tuples", "sets", "sequence")
+
+
+class TargetExamples(torch.utils.data.Dataset):
+    """The training (or validation) examples of one split for `tiger.objective`, made on demand:
+
+    - tuples: one example per playlist entry, the input text -> that song's tuple (no </s>). Every entry of every
+      playlist trains P(cluster | title), which generation ranks clusters by.
+    - sets: `sets_per_playlist` examples per playlist, each a random subset of up to `set_size` of its distinct
+      clusters in random order, then </s> (seeded by the example's index: the same in every epoch and on resume).
+    - sequence: one example per playlist, its clusters in playlist order (at most `max_songs`), then </s>.
+    """
+
+    def __init__(self, input_ids: list[list[int]], targets: list[np.ndarray], objective: str, eos: int, seed: int = 0,
+                 set_size: int = 20, sets_per_playlist: int = 8, max_songs: int = 50):
+        if objective not in OBJECTIVES:
+            raise PipelineError(f"--tiger.objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
+        self.input_ids, self.targets, self.objective, self.eos, self.seed = input_ids, targets, objective, eos, seed
+        self.set_size, self.per_playlist, self.max_songs = set_size, sets_per_playlist, max_songs
+        if objective == "tuples":
+            lengths = np.array([len(t) for t in targets], dtype=np.int64)
+            self.row_playlist = np.repeat(np.arange(len(targets)), lengths)
+            self.row_entry = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+    def __len__(self) -> int:
+        if self.objective == "tuples":
+            return len(self.row_playlist)
+        return len(self.targets) * (self.per_playlist if self.objective == "sets" else 1)
+
+    def labels(self, i: int) -> tuple[int, list[int]]:
+        """(playlist, label token ids) of example i."""
+        if self.objective == "tuples":
+            p = int(self.row_playlist[i])
+            return p, self.targets[p][self.row_entry[i]].tolist()
+        if self.objective == "sequence":
+            return i, self.targets[i][:self.max_songs].ravel().tolist() + [self.eos]
+        p = i // self.per_playlist
+        distinct = np.unique(self.targets[p], axis=0)
+        rng = np.random.default_rng([self.seed, i])
+        chosen = rng.permutation(len(distinct))[:self.set_size]
+        return p, distinct[chosen].ravel().tolist() + [self.eos]
+
+    def __getitem__(self, i: int) -> dict:
+        p, labels = self.labels(i)
+        ids = self.input_ids[p]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+    def label_lengths(self) -> list[int]:
+        """Per example, its number of label tokens (for batching examples of similar length)."""
+        if self.objective == "tuples":
+            return [self.targets[0].shape[1] if self.targets else 0] * len(self)
+        if self.objective == "sequence":
+            return [min(len(t), self.max_songs) * t.shape[1] + 1 for t in self.targets]
+        return [min(len(np.unique(t, axis=0)), self.set_size) * t.shape[1] + 1
+                for t in self.targets for _ in range(self.per_playlist)]
+
+
+def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file") -> TargetExamples:
+    """Rows (title, target) -> the examples of `tc.objective`: input ids of the titles, and each target as an
+    (entries, levels) array of token ids."""
+    enc = tok(list(df["title"]), truncation=True, max_length=tc.max_source_len)["input_ids"]
     vocab = tok.get_vocab()
-    out = []
-    for lineno, (ids, mask, target) in enumerate(zip(enc["input_ids"], enc["attention_mask"], df["target"]), 2):
+    targets = []
+    for lineno, target in enumerate(df["target"], 2):
         try:
-            labels = [vocab[t] for t in target.split()] + [tok.eos_token_id]
+            ids = [vocab[t] for t in target.split()]
         except KeyError as e:
             raise PipelineError(f"{where}, line {lineno}: target token {e.args[0]!r} is not in the tokenizer; "
                                 "re-run `python prepare_corpus.py` after the semantic IDs changed") from None
-        out.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
-    return out
+        targets.append(np.array(ids, dtype=np.int64).reshape(-1, levels))
+    return TargetExamples(enc, targets, tc.objective, tok.eos_token_id, seed, tc.set_size, tc.sets_per_playlist,
+                          tc.max_target_songs)
 
 
-def title_blind_loss(train_targets, val_targets, semantic: list[str]) -> float:
-    """Cross-entropy (nats per target token, </s> included) of val targets under the training unigram
-    frequencies of the semantic tokens + </s>, add-one smoothed: the loss of a model that ignores titles."""
-    counts = Counter(t for target in train_targets for t in target.split())
-    counts[EOS] += len(train_targets)
-    denominator = sum(counts.values()) + len(semantic) + 1
+def title_blind_loss(train_targets, val_targets, semantic: list[str], objective: str = "sequence",
+                     levels: int = 2) -> float:
+    """The validation loss of a model that ignores titles (nats per target token, add-one smoothed).
+
+    sequence/sets: the training unigram frequencies of the semantic tokens + </s>. tuples: each level's token
+    given the tuple's earlier levels, from training counts: the cluster popularity a title must beat."""
+    if objective != "tuples":
+        counts = Counter(t for target in train_targets for t in target.split())
+        counts[EOS] += len(train_targets)
+        denominator = sum(counts.values()) + len(semantic) + 1
+        total = n = 0
+        for target in val_targets:
+            for t in target.split() + [EOS]:
+                total -= math.log((counts[t] + 1) / denominator)
+                n += 1
+        return total / max(n, 1)
+    per_level = len(semantic) // levels if levels else len(semantic)  # tokens of one level (level scheme)
+    prefix, counts = Counter(), Counter()
+    for target in train_targets:
+        toks = target.split()
+        for j in range(0, len(toks), levels):
+            for d in range(levels):
+                prefix[tuple(toks[j:j + d])] += 1
+                counts[tuple(toks[j:j + d + 1])] += 1
     total = n = 0
     for target in val_targets:
-        for t in target.split() + [EOS]:
-            total -= math.log((counts[t] + 1) / denominator)
-            n += 1
+        toks = target.split()
+        for j in range(0, len(toks), levels):
+            for d in range(levels):
+                total -= math.log((counts[tuple(toks[j:j + d + 1])] + 1) / (prefix[tuple(toks[j:j + d])] + per_level))
+                n += 1
     return total / max(n, 1)
 
 
 @torch.no_grad()
-def token_loss(model, features: list[dict], collator, batch_size: int) -> float:
+def token_loss(model, features: TargetExamples, collator, batch_size: int) -> float:
     """Mean cross-entropy per target token (nats), over every target token of `features`."""
     model.eval()
     device = next(model.parameters()).device
     total, n = 0.0, 0
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["labels"]))  # little padding
+    order = np.argsort(features.label_lengths(), kind="stable").tolist()  # little padding
     for start in range(0, len(order), batch_size):
         batch = collator([features[i] for i in order[start:start + batch_size]])
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -304,7 +385,10 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int):
     class TigerTrainer(Seq2SeqTrainer):
         def _get_train_sampler(self, train_dataset=None):
             data = self.train_dataset if train_dataset is None else train_dataset
-            lengths = [len(f["labels"]) * 1024 + len(f["input_ids"]) for f in data]  # target length first
+            if data.objective == "tuples":  # labels all one tuple long: a plain seeded shuffle
+                return super()._get_train_sampler(train_dataset)
+            lengths = [n * 1024 + len(data.input_ids[data.labels(i)[0]])  # target length first
+                       for i, n in enumerate(data.label_lengths())]
             return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                         lengths=lengths)
 
@@ -356,7 +440,7 @@ def shared_tokenizer(cfg, args, train_texts, semantic: list[str], fp: dict):
 
 def final_meta(tc, corpus_meta: dict, id_meta: dict, **extra) -> dict:
     """tiger_meta.json: what generation needs to rebuild inputs and parse outputs."""
-    return {
+    return {"objective": tc.objective,
         "semantic_ids": {k: id_meta[k] for k in ("method", "levels", "codebook_sizes", "dim")},
         **{k: corpus_meta[k] for k in ("token_scheme", "levels", "codebook_sizes", "max_songs", "extra_columns",
                                         "order")},
