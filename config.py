@@ -92,10 +92,10 @@ class RQVAEConfig:
 class CorpusConfig:
     """Stage 2, prepare_corpus.py: title -> semantic-ID sequence pairs."""
 
-    extra_columns: str = ""  # comma-separated playlist columns appended to the title, e.g. "tags"
+    extra_columns: str = "auto"  # playlist columns appended to the title: auto (tags when present) | none | a,b
     order: str = "original"  # original | sorted | shuffled
     token_scheme: str = "level"  # level (<a_12><b_7>) | shared (the original's <id_N>)
-    max_songs: int = 50  # truncation never splits a tuple
+    max_songs: int = 0  # 0 = every song with an ID; else the first max_songs (never splitting a tuple)
     min_songs: int = 1  # playlists with fewer songs with IDs are dropped and counted
     collapse_repeats: bool = False  # collapse consecutive songs of one cluster
     split: str = "grouped"  # grouped (by normalised title) | random
@@ -110,6 +110,7 @@ class TigerConfig:
     model_name: str = "scratch"  # scratch | a local path to a pretrained T5
     sp_vocab_size: int = 2000  # SentencePiece vocabulary (scratch), capped by what the titles allow
     lowercase: bool = True  # scratch tokenizer folds case ("Chill" = "chill")
+    cjk_chars: bool = True  # scratch tokenizer: each Chinese/Japanese/Korean character is one word
     d_model: int = 128
     d_ff: int = 512
     num_layers: int = 2
@@ -120,7 +121,11 @@ class TigerConfig:
     tie_embeddings: bool = True
     dropout: float = 0.1
     max_source_len: int = 48  # title tokens
-    batch_size: int = 32  # per device
+    objective: str = "tuples"  # tuples (each entry: title -> its cluster) | sets (random subsets) | sequence (in order)
+    set_size: int = 20  # objective=sets: clusters per example
+    sets_per_playlist: int = 8  # objective=sets: examples per playlist per epoch
+    max_target_songs: int = 50  # objective=sequence: the first songs of each playlist
+    batch_size: int = 64  # per device
     lr: float = 2e-3
     lr_scheduler: str = "linear"  # any transformers scheduler name
     weight_decay: float = 0.01
@@ -140,12 +145,24 @@ class TigerConfig:
 
 
 @dataclass
+class RecommendConfig:
+    """The recommender generate_playlist.py uses, and settings every recommender shares (playlist_gen.recommend)."""
+
+    method: str = "fusion"  # model | fusion (model + title kNN) | popularity | title_knn | random_cluster
+    fusion_weight: float = 0.5  # fusion: w * P_model(song) + (1 - w) * P_kNN(song)
+    knn_neighbors: int = 50  # title kNN: training playlists that vote
+    song_smoothing: float = 0.5  # P(song | cluster) from training counts + this
+    fill_to_k: bool = True  # beam/sample decoding, random clusters: extend the list with the clusters' other songs
+
+
+@dataclass
 class GenerateConfig:
     """Generation, shared by evaluate_tiger.py and generate_playlist.py."""
 
     title: str = ""  # generate_playlist.py one-shot title
+    extra_text: str = ""  # appended to the title as the extra columns were in training (NetEase tags)
     num_songs: int = 20
-    mode: str = "beam"  # beam | sample
+    mode: str = "rank"  # rank (every cluster scored by P(cluster | title)) | beam | sample (a generated sequence)
     num_beams: int = 4
     temperature: float = 1.0
     top_p: float = 0.95
@@ -161,12 +178,12 @@ class GenerateConfig:
 class EvalConfig:
     """Stage 4, evaluate_tiger.py."""
 
+    methods: str = "model,fusion,popularity,title_knn,random_cluster"  # compared in one run, on the same playlists
+    split: str = "test"  # test | val
     k: int = 100  # NDCG@K, Recall@K
-    n_clusters: int = 0  # clusters per test playlist, every method alike; 0 = median training target length
-    song_pick: str = "popular"  # cluster -> song for the song-level metrics: popular | random | weighted
-    fill_to_k: bool = True  # extend each song list to k with more songs of its own clusters, popular first
+    n_clusters: int = 0  # clusters per test playlist, every method alike; 0 = median distinct clusters in training
+    song_pick: str = "popular"  # cluster -> song (beam/sample decoding, random clusters): popular | random | weighted
     max_playlists: int = 0  # 0 = the whole test split
-    knn_neighbors: int = 50  # title kNN baseline
     examples: int = 50  # playlists written to evaluation_results.txt
 
 
@@ -183,6 +200,7 @@ class Config:
     rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tiger: TigerConfig = field(default_factory=TigerConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

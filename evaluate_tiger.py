@@ -1,22 +1,17 @@
-"""Stage 4: evaluate the trained title -> semantic-ID model against three baselines on the test split.
+"""Stage 4: score every recommender on the same held-out playlists: the model, its fusion with title kNN, and
+the baselines popularity, title kNN and random clusters (`--eval.methods`, playlist_gen.recommend).
 
-Per test playlist the model generates eval.n_clusters clusters (trie-constrained, generate.mode; by
-default the median length of the training targets, a typical playlist), one song is picked per cluster
-(eval.song_pick) and, with eval.fill_to_k, the list is extended to K songs with the next most popular
-songs of the same clusters, round robin: the song-level metrics need K songs, and a cluster's other
-songs rank better than clusters generated past the lengths seen in training.
-Baselines on the same playlists: popularity (top training songs), title kNN (TF-IDF char 2-4-grams,
-eval.knn_neighbors nearest training playlists) and random real clusters; a baseline's clusters are
-those of its songs. Metrics: ROUGE-L, BLEU-4 and tuple F1 on semantic IDs (one unit per token);
-cluster-expansion precision/recall/F1 and expansion size; R-precision, NDCG@K, Recall@K against the
-full real playlist; validity, distinct clusters/artists, catalogue coverage.
+Each test playlist's input text (its normalised title, plus tags where the corpus has them) becomes one request
+for K songs and eval.n_clusters clusters (0: the median number of distinct clusters of a training playlist).
+Metrics per method, averaged over playlists: R-precision, NDCG@K and Recall@K against every song of the real
+playlist (RecSys Challenge 2018); cluster-expansion precision/recall/F1 and expansion size; ROUGE-L, BLEU-4 and
+tuple F1 on semantic IDs; validity, distinct clusters/artists, catalogue coverage.
 
-Writes metrics.json and evaluation_results.txt (side-by-side examples) in output_dir. Also runs as
-`torchrun --nproc_per_node=N evaluate_tiger.py`: test batches are split across ranks and gathered.
+Writes metrics.json and evaluation_results.txt (side-by-side examples of recommend.method) in output_dir. Also
+runs as `torchrun --nproc_per_node=N evaluate_tiger.py`: request batches are split across ranks and gathered.
 """
 
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,140 +23,61 @@ from playlist_gen.io import PipelineError, atomic_write, write_json
 
 log = logging.getLogger(__name__)
 
-METHODS = ("model", "popularity", "title_knn", "random_cluster")
-
-
-class Distributed:
-    """Rank, world size and device from torchrun's environment (a single process without it)."""
-
-    def __init__(self, cpu_threads: int = 0):
-        from playlist_gen.generation import pick_device
-
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.is_main = self.rank == 0
-        self.device = pick_device(int(os.environ.get("LOCAL_RANK", "0")), cpu_threads)
-        if self.world > 1:
-            import torch
-            import torch.distributed as dist
-
-            if self.device.startswith("cuda"):
-                torch.cuda.set_device(self.device)
-            dist.init_process_group("nccl" if self.device.startswith("cuda") else "gloo")
-
-    def gather(self, obj) -> list | None:
-        """Every rank's `obj` on rank 0 (None elsewhere)."""
-        if self.world == 1:
-            return [obj]
-        import torch.distributed as dist
-
-        out = [None] * self.world if self.is_main else None
-        dist.gather_object(obj, out, dst=0)
-        return out
-
-    def close(self) -> None:
-        """No barrier: nothing runs after rank 0's report, and after an error one could hang."""
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
 
 @dataclass
-class EvalData:
-    test: list  # (i, glid, model input text, raw title, reference target)
-    truth: dict  # glid -> every song of the real playlist
-    index: object  # SongIndex
-    popularity: object
-    knn: object
-    artists: dict  # song_id -> artist
-    names: dict  # song_id -> name
-    catalogue: set  # songs with semantic IDs
-    median_target_tokens: int  # of the training split
+class Playlist:
+    i: int
+    glid: str
+    text: str  # the model input: normalised title (+ extra columns)
+    title: str  # as the user wrote it
+    reference: list  # the corpus target: its songs' clusters in order
+    truth: list  # every song of the real playlist, with or without a semantic ID
 
 
-def load_eval_data(cfg, write_index: bool) -> EvalData:
-    """Test playlists (reference targets still as text), their real songs, the song index, the baselines."""
-    from playlist_gen.baselines import Popularity, TitleKNN
+def load_test_playlists(cfg, playlists, levels: int, scheme: str) -> list[Playlist]:
+    from playlist_gen import tokens
     from playlist_gen.corpus import read_split
-    from playlist_gen.data import load_playlists
-    from playlist_gen.generation import load_song_index, training_counts
 
-    playlists = load_playlists(cfg)
-    train, test = read_split(cfg, "train"), read_split(cfg, "test")
+    split = read_split(cfg, cfg.eval.split)
     if cfg.eval.max_playlists > 0:
-        test = test.head(cfg.eval.max_playlists)
-    if test.empty:
-        raise PipelineError(f"{cfg.split_path('test')} has no playlists; raise --corpus.test_fraction and re-run "
-                            "`python prepare_corpus.py`")
+        split = split.head(cfg.eval.max_playlists)
+    if split.empty:
+        raise PipelineError(f"{cfg.split_path(cfg.eval.split)} has no playlists; raise --corpus.test_fraction and "
+                            "re-run `python prepare_corpus.py`")
     song_lists = playlists.song_lists()
     titles = dict(zip(playlists.info["playlist_id"], playlists.info["title"]))
-    popularity = Popularity(training_counts(playlists, train["glid"]))
-    train_ids = [g for g in train["glid"] if g in song_lists]
-    knn = TitleKNN([titles[g] for g in train_ids], [song_lists[g] for g in train_ids], popularity,
-                   cfg.eval.knn_neighbors)
-    index = load_song_index(cfg, playlists, write=write_index)
-    rows = [(i, g, text, titles.get(g, text), target)
-            for i, (g, text, target) in enumerate(zip(test["glid"], test["title"], test["target"]))]
-    info = playlists.song_info
-    log.info("evaluating on %s test playlists (%s training playlists)", f"{len(rows):,}", f"{len(train_ids):,}")
-    return EvalData(rows, {g: song_lists.get(g, []) for _, g, *_ in rows}, index, popularity, knn,
-                    dict(zip(info["song_id"], info["artist"])), dict(zip(info["song_id"], info["name"])),
-                    set(index.song_cluster), int(np.median([len(t.split()) for t in train["target"]])))
+    return [Playlist(i, g, text, titles.get(g, text), tokens.decode(target, levels, scheme), song_lists.get(g, []))
+            for i, (g, text, target) in enumerate(zip(split["glid"], split["title"], split["target"]))]
 
 
-def clusters_of(songs, index, n: int) -> list[tuple]:
-    """The first `n` distinct clusters of a song ranking (songs without IDs skipped)."""
-    out = {}
-    for s in songs:
-        t = index.song_cluster.get(s)
-        if t is not None:
-            out.setdefault(t, None)
-            if len(out) == n:
-                break
-    return list(out)
+def typical_clusters(catalogue) -> int:
+    """The median number of distinct clusters in a training playlist: a typical playlist's breadth."""
+    per_playlist = [len(set(catalogue.cluster[c][catalogue.cluster[c] >= 0])) for c in catalogue.train_codes]
+    return max(1, int(np.median(per_playlist))) if per_playlist else 1
 
 
-def from_clusters(tuples, index, pick: str, rng, k: int, fill: bool) -> dict:
-    from playlist_gen.generation import fill_from_clusters, pick_songs
+def score_batch(cfg, recommenders: dict, batch: list[Playlist], n: int, catalogue, scheme: str, artist_of) -> list:
+    from playlist_gen.recommend import Request
 
-    valid = [t for t in tuples if t in index.cluster_songs]
-    picked = [s for s, _ in pick_songs(valid, index, pick, rng)]
-    return {"tuples": tuples, "ranked": fill_from_clusters(picked, valid, index, k) if fill else picked[:k]}
-
-
-def run_batch(cfg, data: EvalData, generator, batch: list, b: int, n: int) -> list[dict]:
-    """Every method's output for one batch of test playlists, scored."""
-    from playlist_gen.baselines import random_clusters
-
-    k, e = cfg.eval.k, cfg.eval
-    generated = generator.generate([r[2] for r in batch], cfg.generate, num_songs=n, seed=cfg.seed, batch_offset=b)
-    knn_lists = data.knn.recommend_many([r[3] for r in batch], max(k, n) * 3)
-    pop = data.popularity.ranked
-    pop_out = {"tuples": clusters_of(pop, data.index, n), "ranked": pop[:k]}
-    clusters = sorted(data.index.cluster_songs)
+    requests = [Request(p.text, cfg.eval.k, n, int(np.random.SeedSequence([cfg.seed, p.i]).generate_state(1)[0]))
+                for p in batch]
+    outputs = {name: r.recommend(requests) for name, r in recommenders.items()}
     records = []
-    for (i, glid, _, title, ref), tuples, knn in zip(batch, generated, knn_lists):
-        rng = np.random.default_rng([cfg.seed, i])
-        out = {"model": from_clusters(tuples, data.index, e.song_pick, rng, k, e.fill_to_k),
-               "popularity": pop_out,
-               "title_knn": {"tuples": clusters_of(knn, data.index, n), "ranked": knn[:k]},
-               "random_cluster": from_clusters(random_clusters(clusters, n, rng), data.index, e.song_pick, rng,
-                                               k, e.fill_to_k)}
-        truth = data.truth[glid]
-        scores = {m: metrics.playlist_scores(o["tuples"], o["ranked"], ref, truth, data.index, k,
-                                             generator.scheme, n, lambda s: data.artists.get(s, "unknown"))
-                  for m, o in out.items()}
-        records.append({"i": i, "glid": glid, "title": title, "scores": scores,
-                        "ranked": {m: o["ranked"] for m, o in out.items()}, "tuples": out["model"]["tuples"]})
+    for j, p in enumerate(batch):
+        scores = {name: metrics.playlist_scores(out[j].clusters, out[j].songs, p.reference, p.truth, catalogue.index,
+                                                cfg.eval.k, scheme, n, artist_of)
+                  for name, out in outputs.items()}
+        records.append({"i": p.i, "glid": p.glid, "title": p.title, "truth": p.truth, "scores": scores,
+                        "songs": {name: out[j].songs for name, out in outputs.items()},
+                        "clusters": {name: out[j].clusters for name, out in outputs.items()}})
     return records
 
 
-def summarize(records: list[dict], catalogue: set) -> dict:
+def summarize(records: list[dict], methods, catalogue: set) -> dict:
     table = {}
-    for m in METHODS:
+    for m in methods:
         table[m] = metrics.mean_table([r["scores"][m] for r in records])
-        table[m]["catalogue_coverage"] = metrics.coverage((r["ranked"][m] for r in records), catalogue)
+        table[m]["catalogue_coverage"] = metrics.coverage((r["songs"][m] for r in records), catalogue)
         table[m]["playlists"] = len(records)
     return table
 
@@ -175,62 +91,70 @@ def format_table(table: dict) -> str:
     return "\n".join(lines)
 
 
-def write_examples(path, records: list[dict], data: EvalData, n: int, header: str) -> None:
-    """Per playlist: title, the real songs and the model's songs, with artists and cluster IDs."""
+def write_examples(path, records: list[dict], index, method: str, n: int, header: str) -> None:
+    """Per playlist: title, the real songs and the method's songs, with artists and cluster IDs."""
     def line(j, s, hits):
-        t = data.index.song_cluster.get(s)
-        cid = "-".join(map(str, t)) if t else "no ID"
-        mark = " *" if s in hits else ""
-        return f"  {j:>3}. {data.names.get(s, 'unknown')} - {data.artists.get(s, 'unknown')}  [{cid}]{mark}"
+        t = index.song_cluster.get(s)
+        name, artist = index.name(s)
+        return f"  {j:>3}. {name} - {artist}  [{'-'.join(map(str, t)) if t else 'no ID'}]{' *' if s in hits else ''}"
 
     with atomic_write(path) as f:
         f.write(f"{header}\n* = in both lists; [a-b] = the song's cluster (semantic ID)\n")
         for r in records:
-            real, gen = data.truth[r["glid"]], r["ranked"]["model"][:n]
-            f.write(f"\n=== {r['i'] + 1}. {r['title']}  (playlist {r['glid']}) ===\n")
-            f.write(f"real ({len(real)} songs):\n")
+            real, gen = r["truth"], r["songs"][method][:n]
+            f.write(f"\n=== {r['i'] + 1}. {r['title']}  (playlist {r['glid']}) ===\nreal ({len(real)} songs):\n")
             f.writelines(line(j, s, set(gen)) + "\n" for j, s in enumerate(real, 1))
-            f.write(f"generated ({len(gen)} songs from {len(r['tuples'])} clusters):\n")
+            f.write(f"{method} ({len(gen)} songs from {len(r['clusters'][method])} clusters):\n")
             f.writelines(line(j, s, set(real)) + "\n" for j, s in enumerate(gen, 1))
 
 
 def main(argv=None):
     cfg = parse_config(argv, __doc__)
-    from playlist_gen import tokens
-    from playlist_gen.generation import load_generator, require_model
+    from playlist_gen.catalogue import load_catalogue
+    from playlist_gen.corpus import read_corpus_meta
+    from playlist_gen.data import load_playlists
+    from playlist_gen.device import Distributed
+    from playlist_gen.generation import require_model
+    from playlist_gen.recommend import load_recommenders
 
-    require_model(cfg)
-    dist = Distributed(cfg.generate.cpu_threads)
+    methods = [m.strip() for m in cfg.eval.methods.split(",") if m.strip()]
+    if {"model", "fusion"} & set(methods):
+        require_model(cfg)
+    dist = Distributed("auto", cfg.generate.cpu_threads)
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        data = load_eval_data(cfg, write_index=dist.is_main)
-        generator = load_generator(cfg, data.index.cluster_songs, dist.device)
-        data.test = [(*r[:4], tokens.decode(r[4], generator.levels, generator.scheme)) for r in data.test]
-        n = cfg.eval.n_clusters or max(1, round(data.median_target_tokens / generator.levels))
+        playlists = load_playlists(cfg)
+        catalogue = load_catalogue(cfg, playlists, write=dist.is_main)
+        recommenders = load_recommenders(cfg, methods, dist.device, cfg.eval.song_pick, catalogue)
+        corpus_meta = read_corpus_meta(cfg)
+        scheme = corpus_meta["token_scheme"]
+        test = load_test_playlists(cfg, playlists, int(corpus_meta["levels"]), scheme)
+        n = cfg.eval.n_clusters or typical_clusters(catalogue)
+        log.info("evaluating %s on %s %s playlists (%s training playlists), %d clusters each", ", ".join(methods),
+                 f"{len(test):,}", cfg.eval.split, f"{len(catalogue.train_codes):,}", n)
+        artists = dict(zip(playlists.song_info["song_id"], playlists.song_info["artist"]))
         bs = cfg.generate.batch_size
-        batches = [data.test[j:j + bs] for j in range(0, len(data.test), bs)]
-        mine = [b for b in range(len(batches)) if b % dist.world == dist.rank]
+        batches = [test[j:j + bs] for j in range(0, len(test), bs)][dist.rank::dist.world]
         records = []
-        for b in tqdm(mine, desc="evaluating", unit="batch", disable=not dist.is_main):
-            records += run_batch(cfg, data, generator, batches[b], b, n)
+        for batch in tqdm(batches, desc="evaluating", unit="batch", disable=not dist.is_main):
+            records += score_batch(cfg, recommenders, batch, n, catalogue, scheme, lambda s: artists.get(s, "?"))
         gathered = dist.gather(records)
         if dist.is_main:
             records = sorted((r for part in gathered for r in part), key=lambda r: r["i"])
-            report(cfg, records, data, n)
+            report(cfg, methods, records, catalogue, n)
     finally:
         dist.close()
 
 
-def report(cfg, records: list[dict], data: EvalData, n: int) -> None:
-    table = summarize(records, data.catalogue)
+def report(cfg, methods, records: list[dict], catalogue, n: int) -> None:
+    table = summarize(records, methods, set(catalogue.index.song_cluster))
     print(format_table(table))
     write_json(cfg.metrics_path, table)
-    g = cfg.generate
-    header = (f"model: {g.mode} decoding ({g.num_beams} beams)" if g.mode == "beam" else
-              f"model: sampling (temperature {g.temperature}, top-p {g.top_p})")
-    header += f", {n} clusters per playlist, songs picked: {cfg.eval.song_pick}"
-    write_examples(cfg.evaluation_results_path, records[:cfg.eval.examples], data, n, header)
+    shown = cfg.recommend.method if cfg.recommend.method in methods else methods[0]
+    header = (f"{shown}: decoding {cfg.generate.mode}, {n} clusters per playlist, K={cfg.eval.k}, "
+              f"fusion weight {cfg.recommend.fusion_weight}")
+    write_examples(cfg.evaluation_results_path, records[:cfg.eval.examples], catalogue.index, shown, n, header)
     save_config(cfg, "evaluate_tiger")
     log.info("wrote %s and %s", cfg.metrics_path, cfg.evaluation_results_path)
 

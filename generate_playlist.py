@@ -1,11 +1,11 @@
-"""Generate a playlist from a title with the trained model.
+"""Generate a playlist from a title with the trained model (by default fused with title kNN: --recommend.method).
 
-`--title "深夜emo"` prints one playlist; without it, titles are read line by line from stdin when it
-is not a terminal, else an interactive prompt asks for them (exit, quit, Ctrl-D or Ctrl-C to leave).
-Each song is printed as `name - artist (from a cluster of N similar songs)`; --explain adds its
-cluster ID and a few other songs of the cluster. --num_songs, --mode (beam | sample), --pick
-(random | popular | weighted) and --seed set the generation; with pick=random or mode=sample a new
-seed gives a new playlist for the same title.
+`--title "深夜emo"` prints one playlist; without it, titles are read line by line from stdin when it is not a
+terminal, else an interactive prompt asks for them (exit, quit, Ctrl-D or Ctrl-C to leave). The recommender
+scores clusters for the title; one song is drawn from each of the best --num_songs clusters (--pick random |
+popular | weighted), so a new --seed, or asking again, gives another playlist of the same clusters. Each song
+is printed as `name - artist (cluster a-b, N songs)`; --explain adds a few other songs of its cluster.
+--extra_text adds what the model was trained to read after the title (NetEase tags: `--extra_text "华语 流行"`).
 """
 
 import logging
@@ -22,14 +22,18 @@ EXIT_WORDS = {"exit", "quit", "q", "退出"}
 
 def check_options(cfg) -> None:
     """Fail before any loading (and before the prompt) on a bad option or a missing model."""
-    from playlist_gen.generation import MODES, PICKS, require_model
+    from playlist_gen.catalogue import PICKS
+    from playlist_gen.generation import require_model
     from playlist_gen.io import PipelineError
+    from playlist_gen.recommend import DECODINGS, METHODS
 
-    g = cfg.generate
-    if g.mode not in MODES or g.pick not in PICKS or g.num_songs < 1:
-        raise PipelineError(f"--mode must be one of {MODES}, --pick one of {PICKS}, --num_songs at least 1 "
-                            f"(got {g.mode!r}, {g.pick!r}, {g.num_songs})")
-    require_model(cfg)
+    g, method = cfg.generate, cfg.recommend.method
+    if g.mode not in DECODINGS or g.pick not in PICKS or g.num_songs < 1 or method not in METHODS:
+        raise PipelineError(f"--mode must be one of {DECODINGS}, --pick one of {PICKS}, --num_songs at least 1, "
+                            f"--recommend.method one of {METHODS} (got {g.mode!r}, {g.pick!r}, {g.num_songs}, "
+                            f"{method!r})")
+    if method in ("model", "fusion"):
+        require_model(cfg)
 
 
 class Background:
@@ -54,43 +58,60 @@ class Background:
 
 
 class PlaylistMaker:
-    """The song index and the model, loaded once; one call per title."""
+    """The catalogue and the recommender, loaded once; one call per title."""
 
     def __init__(self, cfg):
-        from playlist_gen.generation import load_generator, load_song_index, pick_device
+        from playlist_gen.catalogue import load_catalogue
+        from playlist_gen.device import resolve_device
+        from playlist_gen.recommend import load_recommenders
 
         check_options(cfg)
         self.cfg, self.requests = cfg, 0
-        self.index = load_song_index(cfg)
-        self.generator = load_generator(cfg, self.index.cluster_songs, pick_device(0, cfg.generate.cpu_threads))
-        if self.generator.meta.get("extra_columns"):
-            log.warning("the model was trained on titles plus %r; only the title is given here",
-                        self.generator.meta["extra_columns"])
+        self.catalogue = load_catalogue(cfg)
+        device = resolve_device("auto", 0, cfg.generate.cpu_threads)
+        method = cfg.recommend.method
+        self.recommender = load_recommenders(cfg, [method], device, cfg.generate.pick, self.catalogue)[method]
 
-    def playlist(self, title: str) -> list[tuple[str, tuple]]:
-        """(song_id, cluster) per song; a new seed per request, so asking again varies a random playlist."""
+    def text(self, title: str) -> str:
+        """The input text as the corpus builds it: normalised title, then the extra text."""
+        from playlist_gen.text import input_text
+
+        return input_text(title, [self.cfg.generate.extra_text])
+
+    def playlist(self, title: str) -> list[tuple[str, tuple | None]]:
+        """(song_id, cluster) per song; a new seed per request, so asking again varies a random pick."""
         import numpy as np
 
-        from playlist_gen.generation import pick_songs
-        from playlist_gen.text import clean_text
+        from playlist_gen.catalogue import pick_songs
+        from playlist_gen.recommend import Request
 
-        seed = self.cfg.seed + self.requests
+        g, seed = self.cfg.generate, self.cfg.seed + self.requests
         self.requests += 1
-        tuples = self.generator.generate([clean_text(title)], self.cfg.generate, seed=seed)[0]
-        return pick_songs(tuples, self.index, self.cfg.generate.pick, np.random.default_rng(seed))
+        k = max(100, 5 * g.num_songs)  # enough ranked songs for song-ranking methods to span num_songs clusters
+        rec = self.recommender.recommend([Request(self.text(title), k, g.num_songs, seed)])[0]
+        picked = pick_songs(rec.clusters, self.catalogue.index, g.pick, np.random.default_rng(seed))[:g.num_songs]
+        used = {s for s, _ in picked}
+        picked += [(s, self.catalogue.index.song_cluster.get(s)) for s in rec.songs if s not in used]
+        return picked[:g.num_songs]
 
-    def format(self, title: str, songs: list[tuple[str, tuple]]) -> str:
-        g, index = self.cfg.generate, self.index
-        lines = [f"🎵 {title}  ({len(songs)} songs; {g.mode}, pick={g.pick})"]
+    def format(self, title: str, songs: list[tuple[str, tuple | None]]) -> str:
+        g, index = self.cfg.generate, self.catalogue.index
+        shown = title if len(title) <= 80 else title[:77] + "..."
+        lines = [f"🎵 {shown}  ({len(songs)} songs; {self.cfg.recommend.method}, {g.mode}, pick={g.pick})"]
         for j, (song, cluster) in enumerate(songs, 1):
             name, artist = index.name(song)
-            members = index.cluster_songs[cluster]
-            n = len(members)
-            lines.append(f"{j:>3}. {name} - {artist} (from a cluster of {n} similar song{'s' * (n != 1)})")
-            if g.explain:
-                others = [index.name(s) for s in members if s != song][:3]
+            if cluster is None:
+                where = "no cluster: from similar playlists"
+            else:
+                n = len(index.cluster_songs[cluster])
+                where = f"cluster {'-'.join(map(str, cluster))}, {n} song{'s' * (n != 1)}"
+            lines.append(f"{j:>3}. {name} - {artist} ({where})")
+            if g.explain and cluster is not None:
+                others = [index.name(s) for s in index.cluster_songs[cluster] if s != song][:3]
                 also = "; ".join(f"{n} - {a}" for n, a in others) or "no other songs"
-                lines.append(f"       cluster {'-'.join(map(str, cluster))}; also in it: {also}")
+                lines.append(f"       also in its cluster: {also}")
+        if len(songs) < g.num_songs:
+            lines.append(f"(only {len(songs)} of the {g.num_songs} songs asked for: the catalogue has no more)")
         return "\n".join(lines)
 
     def show(self, title: str) -> None:

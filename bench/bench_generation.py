@@ -22,13 +22,16 @@ from bench.common import machine
 
 
 def generation_rates(argv, n: int, rounds: int = 2) -> dict:
+    from playlist_gen.catalogue import load_catalogue
     from playlist_gen.cli import parse_config
     from playlist_gen.corpus import read_split
-    from playlist_gen.generation import load_generator, load_song_index, pick_device
+    from playlist_gen.device import resolve_device
+    from playlist_gen.generation import load_generator
 
     cfg = parse_config(argv, __doc__)
-    index = load_song_index(cfg)
-    gen = load_generator(cfg, index.cluster_songs, pick_device(0, cfg.generate.cpu_threads))
+    if cfg.generate.mode == "rank":  # this part times sequence decoding
+        cfg.generate.mode = "beam"
+    gen = load_generator(cfg, load_catalogue(cfg).clusters, resolve_device("auto", 0, cfg.generate.cpu_threads))
     titles = list(read_split(cfg, "test")["title"])[:n]
     songs = 50
     for constrained in (True, False):  # warm-up, not timed

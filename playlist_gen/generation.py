@@ -1,4 +1,4 @@
-"""Title -> playlist: constrained decoding over real semantic-ID clusters, then clusters -> songs.
+"""Title -> clusters: the trained model, decoding constrained to real semantic-ID clusters.
 
 `ClusterTrie` holds the prefix trie of the semantic-ID tuples that exist as tensors;
 `TrieLogitsProcessor` masks the logits of a whole batch per step (beam search or sampling), so
@@ -7,23 +7,20 @@ number of songs is reached, and (optionally) no cluster repeats within a row. Th
 stateless: each step it re-reads the row's tokens (rows are reordered by beam search), which
 costs a few small tensor operations per step.
 
-`SongIndex` maps clusters to their songs (most popular in the training split first) with names
-and artists; it is cached as a compact JSON file so generate_playlist.py starts quickly.
+`PlaylistGenerator.cluster_log_probs` scores every cluster exactly (t5_runtime.tuple_log_probs);
+`generate` decodes a sequence of clusters (beam search or sampling). Clusters -> songs is
+playlist_gen.catalogue's part.
 """
 
-import json
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 
 from . import tokens as tok
-from .io import PipelineError, atomic_write
+from .io import PipelineError
 
 log = logging.getLogger(__name__)
 
-PICKS = ("random", "popular", "weighted")
 MODES = ("beam", "sample")
 
 
@@ -138,101 +135,6 @@ class TrieLogitsProcessor:
         return out
 
 
-# ---------------------------------------------------------------- clusters -> songs
-class SongIndex:
-    """Clusters -> songs (most frequent in training playlists first), and song names/artists."""
-
-    def __init__(self, cluster_songs: dict, counts: dict, names: dict):
-        self.cluster_songs = cluster_songs  # tuple -> [song_id, ...], most popular first
-        self.counts = counts  # song_id -> training-playlist occurrences (songs with IDs)
-        self.names = names  # song_id -> (name, artist)
-        self.song_cluster = {s: c for c, songs in cluster_songs.items() for s in songs}
-
-    @classmethod
-    def build(cls, song_to_ids: dict, train_counts: dict, song_info) -> "SongIndex":
-        groups = {}
-        for sid, t in song_to_ids.items():
-            groups.setdefault(t, []).append(sid)
-        cluster_songs = {t: sorted(s, key=lambda x: (-train_counts.get(x, 0), x)) for t, s in sorted(groups.items())}
-        info = song_info[song_info["song_id"].isin(song_to_ids.keys())]
-        names = dict(zip(info["song_id"], zip(info["name"], info["artist"])))
-        counts = {s: int(train_counts[s]) for s in song_to_ids if train_counts.get(s, 0)}
-        return cls(cluster_songs, counts, names)
-
-    def name(self, song_id: str) -> tuple[str, str]:
-        return self.names.get(song_id, ("unknown", "unknown"))
-
-    def save(self, path, sources: dict) -> None:
-        obj = {"version": 1, "sources": sources,
-               "clusters": [[list(t), [[s, self.counts.get(s, 0)] for s in songs]]
-                            for t, songs in self.cluster_songs.items()],
-               "names": {s: list(v) for s, v in self.names.items()}}
-        with atomic_write(path) as f:
-            json.dump(obj, f, ensure_ascii=False, separators=(",", ":"))
-
-    @classmethod
-    def load(cls, path, sources: dict | None = None) -> "SongIndex | None":
-        """The cached index, or None when it is missing or was built from other input files."""
-        try:
-            obj = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if obj.get("version") != 1 or (sources is not None and obj.get("sources") != sources):
-            return None
-        cluster_songs = {tuple(t): [s for s, _ in songs] for t, songs in obj["clusters"]}
-        counts = {s: n for _, songs in obj["clusters"] for s, n in songs if n}
-        return cls(cluster_songs, counts, {s: tuple(v) for s, v in obj["names"].items()})
-
-
-def file_stamps(paths) -> dict:
-    """path -> [size, mtime_ns]: what a cache was built from."""
-    out = {}
-    for p in paths:
-        st = os.stat(p)
-        out[str(Path(p).resolve())] = [st.st_size, st.st_mtime_ns]
-    return out
-
-
-def pick_songs(tuples, index: SongIndex, pick: str, rng, used=None) -> list[tuple[str, tuple]]:
-    """One song per cluster, never the same song twice; clusters with no song left are skipped.
-
-    pick=popular: the cluster's most frequent training song not yet used; random: uniform;
-    weighted: proportional to (training occurrences + 1).
-    """
-    if pick not in PICKS:
-        raise PipelineError(f"unknown pick {pick!r}; use one of {PICKS}")
-    used = set() if used is None else used
-    out = []
-    for t in tuples:
-        cands = [s for s in index.cluster_songs.get(tuple(t), ()) if s not in used]
-        if not cands:
-            continue
-        if pick == "popular":
-            song = cands[0]
-        elif pick == "random":
-            song = cands[rng.integers(len(cands))]
-        else:
-            w = np.array([index.counts.get(s, 0) + 1.0 for s in cands])
-            song = cands[rng.choice(len(cands), p=w / w.sum())]
-        used.add(song)
-        out.append((song, tuple(t)))
-    return out
-
-
-def fill_from_clusters(picked: list[str], tuples, index: SongIndex, k: int) -> list[str]:
-    """Extend a song list to `k` with the other songs of its clusters, round robin, popular first."""
-    out, seen = list(picked[:k]), set(picked)
-    pools = [[s for s in index.cluster_songs.get(tuple(t), ()) if s not in seen] for t in dict.fromkeys(tuples)]
-    depth = 0
-    while len(out) < k and any(len(p) > depth for p in pools):
-        for p in pools:
-            if depth < len(p) and p[depth] not in seen and len(out) < k:
-                out.append(p[depth])
-                seen.add(p[depth])
-        depth += 1
-    return out
-
-
 # ---------------------------------------------------------------- model -> tuples
 class PlaylistGenerator:
     """A trained title -> semantic-ID model (t5_runtime: no transformers import) plus the trie of existing clusters."""
@@ -274,6 +176,24 @@ class PlaylistGenerator:
             out.append(top_p_warper(g.top_p))
         return out
 
+    def cluster_log_probs(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """(texts, clusters) log P(cluster | text) of every cluster in `trie.clusters` order, exactly (the
+        constrained decoder's distribution over whole tuples: t5_runtime.tuple_log_probs)."""
+        import torch
+
+        from .t5_runtime import tuple_log_probs
+
+        trie = self.trie.to(self.device)
+        first_leaf = len(trie.anc) - len(trie.clusters)  # nodes are numbered depth by depth, leaves last, sorted
+        toks = [torch.as_tensor(t, dtype=torch.long, device=self.device) for t in self.token_ids]
+        out = np.full((len(texts), len(trie.clusters)), -np.inf, dtype=np.float64)
+        for start in range(0, len(texts), batch_size):
+            ids, mask = self.tokenizer.batch(texts[start:start + batch_size], self.max_source_len, self.device)
+            with torch.inference_mode():
+                rows, node, logp = tuple_log_probs(self.runtime, ids, mask, trie.child, toks)
+            out[start + rows.cpu().numpy(), node.cpu().numpy() - first_leaf] = logp.double().cpu().numpy()
+        return out
+
     def generate(self, texts: list[str], g, num_songs: int | None = None, seed: int = 0,
                  batch_offset: int = 0) -> list[list[tuple]]:
         """Source texts -> generated tuples per text (invalid ones kept when unconstrained).
@@ -302,59 +222,6 @@ class PlaylistGenerator:
 
 
 # ---------------------------------------------------------------- loading
-def pick_device(local_rank: int = 0, cpu_threads: int = 0) -> str:
-    """The one place that chooses between GPU and CPU; on CPU, `cpu_threads` > 0 sets torch's thread count
-    (generation's small matrix products lose more to thread synchronisation than they gain)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:{local_rank}"
-    if cpu_threads > 0:
-        torch.set_num_threads(cpu_threads)
-    return "cpu"
-
-
-def training_counts(playlists, train_ids) -> dict[str, int]:
-    """song_id -> number of training-split playlists that contain it."""
-    songs = playlists.songs[playlists.songs["playlist_id"].isin(set(train_ids))].drop_duplicates()
-    return songs["song_id"].value_counts().to_dict()
-
-
-def index_inputs(cfg) -> list[Path]:
-    """The files the song index is built from. A missing one is named with the stage that writes it; those
-    messages are imported only then, as playlist_gen.corpus/data import pandas (0.4 s CPU at the CLI's start)."""
-    import importlib
-
-    from .io import require_file
-
-    made_by = {cfg.semantic_ids_path: "semantic_ids", cfg.split_path("train"): "corpus",
-               cfg.playlist_song_path: "data", cfg.song_info_path: "data"}  # path -> module with its MADE_BY
-    for path, module in made_by.items():
-        if not Path(path).exists():
-            require_file(path, importlib.import_module(f".{module}", __package__).MADE_BY)
-    return [Path(p) for p in made_by]
-
-
-def load_song_index(cfg, playlists=None, write: bool = True) -> SongIndex:
-    """The cached index when it was built from the current files, else build it (and cache it)."""
-    sources = file_stamps(index_inputs(cfg))
-    index = SongIndex.load(cfg.song_index_path, sources)
-    if index is not None:
-        return index
-    from .corpus import read_split
-    from .data import load_playlists
-    from .semantic_ids import load_semantic_ids
-
-    log.info("building the song index %s", cfg.song_index_path)
-    song_to_ids, _ = load_semantic_ids(cfg)
-    playlists = load_playlists(cfg) if playlists is None else playlists
-    counts = training_counts(playlists, read_split(cfg, "train")["glid"])
-    index = SongIndex.build(song_to_ids, counts, playlists.song_info)
-    if write:
-        index.save(cfg.song_index_path, sources)
-    return index
-
-
 def require_model(cfg) -> None:
     """Fail before any slow loading when stage 3 has not run."""
     from .io import require_file

@@ -148,6 +148,14 @@ class T5Runtime:
         """Beam search moved rows: the self-attention cache follows (cross keys are equal within a title)."""
         state["self"] = [(k.index_select(0, index), v.index_select(0, index)) for k, v in state["self"]]
 
+    @staticmethod
+    def select(state: dict, index) -> None:
+        """Rows `index` of every title's state (rows may repeat: one title's prefix continued several ways)."""
+        state["self"] = [(k.index_select(0, index), v.index_select(0, index)) for k, v in state["self"]]
+        state["cross"] = [(k.index_select(0, index), v.index_select(0, index)) for k, v in state["cross"]]
+        if state["cross_mask"] is not None:
+            state["cross_mask"] = state["cross_mask"].index_select(0, index)
+
 
 class FastTokenizer:
     """The saved tokenizer.json through `tokenizers`, with the calls generation needs."""
@@ -280,6 +288,32 @@ class _Beams:
         self.done = torch.take_along_dim(torch.cat((self.done, top_seqs), dim=1), merged[..., None], dim=1)
         self.done_scores = torch.take_along_dim(torch.cat((self.done_scores, scores), dim=1), merged, dim=1)
         self.finished = torch.take_along_dim(torch.cat((self.finished, just_done), dim=1), merged, dim=1)
+
+
+def tuple_log_probs(rt: T5Runtime, ids, mask, child, level_tokens: list):
+    """log P(tuple | text) of every tuple of a prefix trie, exactly: depth by depth, each text's decoder runs once
+    per trie node (its KV cache shared by the node's children), and each level's distribution is renormalised over
+    the codes that exist below the node (the constrained decoder's distribution).
+
+    child: (internal nodes, width) long tensor, node x code -> child node or -1, nodes numbered depth by depth
+    (ClusterTrie.child); level_tokens: per level the token ids of codes 0..K-1. -> (rows, leaf nodes, log-probs):
+    row r of the result belongs to text `rows[r]`."""
+    n = ids.shape[0]
+    state = rt.start(rt.encode(ids, mask), mask)
+    text = torch.arange(n, device=ids.device)
+    node = torch.zeros(n, dtype=torch.long, device=ids.device)
+    logp = torch.zeros(n, device=ids.device)
+    last = torch.full((n,), rt.start_id, dtype=torch.long, device=ids.device)
+    parent = None  # per row, the row of the previous depth it continues
+    for toks in level_tokens:
+        if parent is not None:
+            rt.select(state, parent)
+        scores = rt.step(last, state)[:, toks]
+        kids = child[node, :len(toks)]
+        scores = F.log_softmax(scores.masked_fill(kids < 0, -math.inf), dim=-1) + logp[:, None]
+        parent, code = torch.nonzero(kids >= 0, as_tuple=True)
+        node, logp, text, last = kids[parent, code], scores[parent, code], text[parent], toks[code]
+    return text, node, logp
 
 
 def beam_search(rt: T5Runtime, ids, mask, processors, num_beams: int, max_new_tokens: int):

@@ -1,8 +1,7 @@
-import numpy as np
 import pytest
 import torch
 
-from playlist_gen.generation import ClusterTrie, SongIndex, TrieLogitsProcessor, fill_from_clusters, pick_songs
+from playlist_gen.generation import ClusterTrie, TrieLogitsProcessor
 
 K, EOS = 8, 1
 LEVEL_TOKENS = [list(range(3, 3 + K)), list(range(3 + K, 3 + 2 * K))]  # <a_c>, <b_c> token ids
@@ -153,55 +152,3 @@ def test_trie_counts_three_levels():
     root_children = trie.child[0]
     assert (root_children >= 0).nonzero().flatten().tolist() == [0, 4]
     assert trie.leaf_count[root_children[0]] == 3
-
-
-@pytest.fixture
-def index():
-    songs = {("x", 0): ["p1", "p2", "p3"], ("y", 0): ["q1"], ("z", 0): ["r1", "r2"]}
-    counts = {"p1": 10, "p2": 5, "p3": 1, "q1": 2, "r1": 3}
-    return SongIndex(songs, counts, {"p1": ("Song P1", "Artist")})
-
-
-def test_pick_songs_never_repeats(index):
-    tuples = [("x", 0), ("x", 0), ("y", 0), ("y", 0), ("x", 0), ("x", 0)]
-    for pick in ("popular", "random", "weighted"):
-        out = pick_songs(tuples, index, pick, np.random.default_rng(0))
-        songs = [s for s, _ in out]
-        assert len(songs) == len(set(songs)) == 4  # 3 from x, 1 from y, the rest skipped
-    assert [s for s, _ in pick_songs(tuples, index, "popular", None)] == ["p1", "p2", "q1", "p3"]
-    draws = {tuple(s for s, _ in pick_songs([("x", 0)], index, "random", np.random.default_rng(i))) for i in range(30)}
-    assert len(draws) == 3
-    a = pick_songs(tuples, index, "weighted", np.random.default_rng(5))
-    assert a == pick_songs(tuples, index, "weighted", np.random.default_rng(5))
-
-
-def test_fill_from_clusters_round_robin(index):
-    filled = fill_from_clusters(["p2"], [("x", 0), ("z", 0), ("y", 0)], index, 5)
-    assert filled == ["p2", "p1", "r1", "q1", "p3"]
-    assert fill_from_clusters(["p2"], [("x", 0)], index, 10) == ["p2", "p1", "p3"]
-
-
-def test_song_index_cache_round_trip(index, tmp_path):
-    path = tmp_path / "index.json"
-    index.save(path, {"a": [1, 2]})
-    back = SongIndex.load(path, {"a": [1, 2]})
-    assert back.cluster_songs == index.cluster_songs and back.counts == index.counts
-    assert back.name("p1") == ("Song P1", "Artist") and back.name("zz") == ("unknown", "unknown")
-    assert SongIndex.load(path, {"a": [1, 3]}) is None  # built from other files
-
-
-def test_song_index_names_the_missing_input_and_its_stage(tmp_path):
-    from config import Config
-    from playlist_gen.generation import load_song_index
-    from playlist_gen.io import PipelineError
-
-    cfg = Config(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
-    with pytest.raises(PipelineError, match="song_semantic_ids.jsonl not found: run `python train_rq_kmeans.py`"):
-        load_song_index(cfg)
-    cfg.semantic_ids_path.parent.mkdir()
-    cfg.semantic_ids_path.write_text("")
-    with pytest.raises(PipelineError, match="train.tsv not found: run `python prepare_corpus.py`"):
-        load_song_index(cfg)
-    cfg.split_path("train").write_text("")
-    with pytest.raises(PipelineError, match="prepare_data.py"):
-        load_song_index(cfg)

@@ -1,0 +1,226 @@
+"""The catalogue every recommender draws on: clusters -> songs, names, training counts and training playlists.
+
+`SongIndex` maps clusters to their songs (most popular in the training split first) with names and artists;
+`Catalogue` adds the training playlists (for title kNN and popularity) and integer song codes. Both are cached
+together as one compact JSON file (`song_index.json`), rebuilt when an input file changes, so
+generate_playlist.py starts without pandas.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .io import PipelineError, atomic_write
+
+log = logging.getLogger(__name__)
+
+PICKS = ("random", "popular", "weighted")
+
+
+class SongIndex:
+    """Clusters -> songs (most frequent in training playlists first), and song names/artists."""
+
+    def __init__(self, cluster_songs: dict, counts: dict, names: dict):
+        self.cluster_songs = cluster_songs  # tuple -> [song_id, ...], most popular first
+        self.counts = counts  # song_id -> training-playlist occurrences (songs with IDs)
+        self.names = names  # song_id -> (name, artist)
+        self.song_cluster = {s: c for c, songs in cluster_songs.items() for s in songs}
+
+    @classmethod
+    def build(cls, song_to_ids: dict, train_counts: dict, song_info, named=()) -> "SongIndex":
+        """`named`: other songs (those of training playlists) whose names the index keeps too."""
+        groups = {}
+        for sid, t in song_to_ids.items():
+            groups.setdefault(t, []).append(sid)
+        cluster_songs = {t: sorted(s, key=lambda x: (-train_counts.get(x, 0), x)) for t, s in sorted(groups.items())}
+        info = song_info[song_info["song_id"].isin(set(song_to_ids) | set(named))]
+        names = dict(zip(info["song_id"], zip(info["name"], info["artist"])))
+        counts = {s: int(train_counts[s]) for s in song_to_ids if train_counts.get(s, 0)}
+        return cls(cluster_songs, counts, names)
+
+    def name(self, song_id: str) -> tuple[str, str]:
+        return self.names.get(song_id, ("unknown", "unknown"))
+
+
+class Catalogue:
+    """What every recommender draws on: the song index (clusters, names) and the training playlists.
+
+    Songs are coded 0..n-1 (`songs`: the training playlists' songs, then clustered songs no training playlist
+    has); `counts` are training-playlist occurrences, `cluster` each song's number in `clusters` (sorted tuples,
+    the model's trie order; -1: no semantic ID), `in_cluster` P(song | its cluster) from the counts."""
+
+    def __init__(self, index: SongIndex, train_texts: list[str], train_songs: list[list[str]],
+                 smoothing: float = 0.5):
+        self.index, self.train_texts, self.train_songs, self.smoothing = index, train_texts, train_songs, smoothing
+        songs = dict.fromkeys(s for ss in train_songs for s in ss)
+        songs.update(dict.fromkeys(index.song_cluster))
+        self.songs = list(songs)
+        self.code = {s: i for i, s in enumerate(self.songs)}
+        self.train_codes = [np.fromiter((self.code[s] for s in dict.fromkeys(ss)), dtype=np.int64)
+                            for ss in train_songs]
+        self.counts = np.bincount(np.concatenate(self.train_codes), minlength=len(self.songs)).astype(np.float64) \
+            if self.train_codes else np.zeros(len(self.songs))
+        self.clusters = sorted(index.cluster_songs)
+        number = {c: i for i, c in enumerate(self.clusters)}
+        self.cluster = np.full(len(self.songs), -1, dtype=np.int64)
+        for song, c in index.song_cluster.items():
+            self.cluster[self.code[song]] = number[c]
+        by_id = np.argsort(np.array(self.songs, dtype=object)).argsort() if self.songs else np.zeros(0, np.int64)
+        self.popular = np.lexsort((by_id, -self.counts))  # most frequent first, ties by song id
+        self.pop_rank = np.empty(len(self.songs), dtype=np.int64)
+        self.pop_rank[self.popular] = np.arange(len(self.songs))
+        self.in_cluster = self._song_given_cluster(smoothing)
+
+    def _song_given_cluster(self, smoothing: float) -> np.ndarray:
+        """P(song | its cluster): training counts + `smoothing`, normalised within the cluster; 0 without one."""
+        has = self.cluster >= 0
+        weight = np.where(has, self.counts + smoothing, 0.0)
+        totals = np.bincount(self.cluster[has], weights=weight[has], minlength=len(self.clusters))
+        out = np.zeros(len(self.songs))
+        out[has] = weight[has] / np.maximum(totals[self.cluster[has]], 1e-12)
+        return out
+
+    def top_songs(self, scores: np.ndarray, k: int, exclude=()) -> np.ndarray:
+        """Codes of the k best songs by score (ties: the more popular first). Songs scoring 0 follow every positive
+        one in popularity order, so a list has k songs whenever the catalogue has them."""
+        scores = scores.copy()
+        scores[list(exclude)] = -1.0
+        positive = np.flatnonzero(scores > 0)
+        if len(positive) > k:  # the k best; among songs tied with the k-th, the more popular
+            kth = np.partition(scores[positive], len(positive) - k)[len(positive) - k]
+            tied = positive[scores[positive] == kth]
+            tied = tied[np.argsort(self.pop_rank[tied], kind="stable")]
+            above = positive[scores[positive] > kth]
+            positive = np.concatenate([above, tied[:k - len(above)]])
+        ranked = positive[np.lexsort((self.pop_rank[positive], -scores[positive]))]
+        if len(ranked) < k:
+            rest = self.popular[scores[self.popular] == 0][:k - len(ranked)]
+            ranked = np.concatenate([ranked, rest])
+        return ranked
+
+    def clusters_by_mass(self, codes: np.ndarray, scores: np.ndarray, n: int) -> tuple[list[tuple], list[float]]:
+        """The n clusters holding the most score among songs `codes`, and that score."""
+        c = self.cluster[codes]
+        keep = c >= 0
+        mass = np.bincount(c[keep], weights=scores[keep], minlength=len(self.clusters))
+        present = np.unique(c[keep])
+        order = present[np.lexsort((present, -mass[present]))][:n]
+        return [self.clusters[i] for i in order], mass[order].tolist()
+
+    def save(self, path, sources: dict) -> None:
+        index = self.index
+        obj = {"version": 2, "sources": sources,
+               "clusters": [[list(t), [[s, index.counts.get(s, 0)] for s in songs]]
+                            for t, songs in index.cluster_songs.items()],
+               "names": {s: list(v) for s, v in index.names.items()},
+               "train": {"texts": self.train_texts, "songs": self.train_songs}}
+        with atomic_write(path) as f:
+            json.dump(obj, f, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def load(cls, path, sources: dict | None = None, smoothing: float = 0.5) -> "Catalogue | None":
+        """The cached catalogue, or None when it is missing, unreadable or was built from other input files."""
+        try:
+            obj = json.loads(Path(path).read_text(encoding="utf-8"))
+            if obj.get("version") != 2 or (sources is not None and obj.get("sources") != sources):
+                return None
+            cluster_songs = {tuple(t): [s for s, _ in songs] for t, songs in obj["clusters"]}
+            counts = {s: n for _, songs in obj["clusters"] for s, n in songs if n}
+            index = SongIndex(cluster_songs, counts, {s: tuple(v) for s, v in obj["names"].items()})
+            return cls(index, obj["train"]["texts"], obj["train"]["songs"], smoothing)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+
+def file_stamps(paths) -> dict:
+    """path -> [size, mtime_ns]: what a cache was built from."""
+    out = {}
+    for p in paths:
+        st = os.stat(p)
+        out[str(Path(p).resolve())] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def pick_songs(tuples, index: SongIndex, pick: str, rng, used=None) -> list[tuple[str, tuple]]:
+    """One song per cluster, never the same song twice; clusters with no song left are skipped.
+
+    pick=popular: the cluster's most frequent training song not yet used; random: uniform;
+    weighted: proportional to (training occurrences + 1).
+    """
+    if pick not in PICKS:
+        raise PipelineError(f"unknown pick {pick!r}; use one of {PICKS}")
+    used = set() if used is None else used
+    out = []
+    for t in tuples:
+        cands = [s for s in index.cluster_songs.get(tuple(t), ()) if s not in used]
+        if not cands:
+            continue
+        if pick == "popular":
+            song = cands[0]
+        elif pick == "random":
+            song = cands[rng.integers(len(cands))]
+        else:
+            w = np.array([index.counts.get(s, 0) + 1.0 for s in cands])
+            song = cands[rng.choice(len(cands), p=w / w.sum())]
+        used.add(song)
+        out.append((song, tuple(t)))
+    return out
+
+
+def fill_from_clusters(picked: list[str], tuples, index: SongIndex, k: int) -> list[str]:
+    """Extend a song list to `k` with the other songs of its clusters, round robin, popular first."""
+    out, seen = list(picked[:k]), set(picked)
+    pools = [[s for s in index.cluster_songs.get(tuple(t), ()) if s not in seen] for t in dict.fromkeys(tuples)]
+    depth = 0
+    while len(out) < k and any(len(p) > depth for p in pools):
+        for p in pools:
+            if depth < len(p) and p[depth] not in seen and len(out) < k:
+                out.append(p[depth])
+                seen.add(p[depth])
+        depth += 1
+    return out
+
+
+def index_inputs(cfg) -> list[Path]:
+    """The files the song index is built from. A missing one is named with the stage that writes it; those
+    messages are imported only then, as playlist_gen.corpus/data import pandas (0.4 s CPU at the CLI's start)."""
+    import importlib
+
+    from .io import require_file
+
+    made_by = {cfg.semantic_ids_path: "semantic_ids", cfg.split_path("train"): "corpus",
+               cfg.playlist_song_path: "data", cfg.song_info_path: "data"}  # path -> module with its MADE_BY
+    for path, module in made_by.items():
+        if not Path(path).exists():
+            require_file(path, importlib.import_module(f".{module}", __package__).MADE_BY)
+    return [Path(p) for p in made_by]
+
+
+def load_catalogue(cfg, playlists=None, write: bool = True) -> Catalogue:
+    """The cached catalogue when it was built from the current files, else build it (and cache it)."""
+    sources = file_stamps(index_inputs(cfg))
+    smoothing = cfg.recommend.song_smoothing
+    catalogue = Catalogue.load(cfg.song_index_path, sources, smoothing)
+    if catalogue is not None:
+        return catalogue
+    from collections import Counter
+
+    from .corpus import read_split
+    from .data import load_playlists
+    from .semantic_ids import load_semantic_ids
+
+    log.info("building the song index %s", cfg.song_index_path)
+    song_to_ids, _ = load_semantic_ids(cfg)
+    playlists = load_playlists(cfg) if playlists is None else playlists
+    train = read_split(cfg, "train")
+    song_lists = playlists.song_lists()
+    train_songs = [song_lists.get(g, []) for g in train["glid"]]
+    counts = Counter(s for songs in train_songs for s in dict.fromkeys(songs))
+    index = SongIndex.build(song_to_ids, counts, playlists.song_info, named=counts)
+    catalogue = Catalogue(index, train["title"].tolist(), train_songs, smoothing)
+    if write:
+        catalogue.save(cfg.song_index_path, sources)
+    return catalogue

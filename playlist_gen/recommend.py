@@ -1,0 +1,255 @@
+"""Recommenders: every way of turning a request (a title, later seed songs) into scored clusters and ranked songs.
+
+One interface, like scikit-learn's estimators or faiss' `DatasetAssign`: `recommend(requests) -> recommendations`.
+The T5 model, each baseline and each fused variant implement it; evaluate_tiger.py and generate_playlist.py loop
+over recommenders and never branch on which one they hold. `load_recommenders` builds them from one config.
+
+- `model`: the trained T5. decoding `rank` (default) scores every cluster exactly, P(cluster | title) from the
+  constrained decoder, and every song by P(cluster | title) * P(song | cluster); `beam` / `sample` generate a
+  sequence of clusters and take one song per cluster, then the clusters' other songs.
+- `fusion`: the model's song distribution mixed with title kNN's, w * P_model + (1 - w) * P_kNN.
+- `popularity`, `title_knn`, `random_cluster`: the baselines, given the same normalised input text.
+
+Songs are held as integer codes of the `Catalogue`; scores are probabilities where the method has them.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .catalogue import Catalogue, fill_from_clusters, pick_songs
+from .io import PipelineError
+
+log = logging.getLogger(__name__)
+
+DECODINGS = ("rank", "beam", "sample")
+METHODS = ("model", "fusion", "popularity", "title_knn", "random_cluster")
+
+
+@dataclass(frozen=True)
+class Request:
+    text: str  # the model's input text: normalised title (+ extra columns), as the corpus writes it
+    k: int = 100  # songs to rank
+    n_clusters: int = 20  # clusters to propose
+    seed: int = 0  # randomness of sampling and random picks, per request
+
+
+@dataclass
+class Recommendation:
+    clusters: list[tuple]  # proposed clusters, best (or first generated) first
+    songs: list[str]  # ranked songs, best first, at most k
+    cluster_scores: list[float] = field(default_factory=list)
+    song_scores: list[float] = field(default_factory=list)
+
+
+def from_song_scores(catalogue: Catalogue, scores: np.ndarray, request: Request) -> Recommendation:
+    """A recommendation from one score per catalogue song: the top k songs, and the clusters they weigh most in."""
+    top = catalogue.top_songs(scores, request.k)
+    clusters, mass = catalogue.clusters_by_mass(top, scores[top], request.n_clusters)
+    return Recommendation(clusters, [catalogue.songs[i] for i in top], mass, scores[top].tolist())
+
+
+class Recommender:
+    """The interface: `recommend(requests) -> one Recommendation per request`."""
+
+    name = "recommender"
+
+    def recommend(self, requests: Sequence[Request]) -> list[Recommendation]:
+        raise NotImplementedError
+
+    def song_distributions(self, requests: Sequence[Request]) -> np.ndarray:
+        """(requests, catalogue songs) probabilities, for methods that have them (fusion mixes these)."""
+        raise PipelineError(f"{self.name} gives no song distribution")
+
+
+class Popularity(Recommender):
+    """The most frequent songs of the training playlists, the same list for every request."""
+
+    name = "popularity"
+
+    def __init__(self, catalogue: Catalogue):
+        self.catalogue = catalogue
+
+    def song_distributions(self, requests):
+        p = self.catalogue.counts / max(self.catalogue.counts.sum(), 1.0)
+        return np.tile(p, (len(requests), 1))
+
+    def recommend(self, requests):
+        return [from_song_scores(self.catalogue, p, r) for p, r in zip(self.song_distributions(requests), requests)]
+
+
+class TitleKNN(Recommender):
+    """TF-IDF over character 2-4-grams of the input texts; the `neighbors` most similar training playlists vote for
+    their songs with their cosine similarity; songs without votes follow in popularity order."""
+
+    name = "title_knn"
+
+    def __init__(self, catalogue: Catalogue, neighbors: int = 50):
+        import scipy.sparse as sp
+
+        from .tfidf import CharTfidf
+
+        self.catalogue, self.neighbors = catalogue, neighbors
+        self.tfidf = CharTfidf().fit(catalogue.train_texts)
+        self.X = self.tfidf.transform(catalogue.train_texts).T.tocsr()
+        rows = np.repeat(np.arange(len(catalogue.train_codes)), [len(c) for c in catalogue.train_codes])
+        cols = np.concatenate(catalogue.train_codes) if catalogue.train_codes else np.array([], dtype=np.int64)
+        self.members = sp.csr_matrix((np.ones(len(rows)), (rows, cols)),
+                                     shape=(len(catalogue.train_codes), len(catalogue.songs)))
+
+    def votes(self, requests) -> np.ndarray:
+        """(requests, songs) summed similarity of the nearest training playlists holding each song."""
+        import scipy.sparse as sp
+
+        sims = (self.tfidf.transform([r.text for r in requests]) @ self.X).toarray()
+        n = min(self.neighbors, sims.shape[1])
+        if n == 0:
+            return np.zeros((len(requests), len(self.catalogue.songs)))
+        top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
+        weights = np.take_along_axis(sims, top, axis=1)
+        weights[weights < 0] = 0
+        rows = np.repeat(np.arange(len(requests)), n)
+        w = sp.csr_matrix((weights.ravel(), (rows, top.ravel())), shape=sims.shape)
+        return (w @ self.members).toarray()
+
+    def song_distributions(self, requests):
+        v = self.votes(requests)
+        return v / np.maximum(v.sum(axis=1, keepdims=True), 1e-12)
+
+    def recommend(self, requests):
+        return [from_song_scores(self.catalogue, v, r) for v, r in zip(self.votes(requests), requests)]
+
+
+class RandomClusters(Recommender):
+    """n distinct real clusters drawn uniformly (seeded per request); songs picked and filled from them."""
+
+    name = "random_cluster"
+
+    def __init__(self, catalogue: Catalogue, pick: str = "popular", fill: bool = True):
+        self.catalogue, self.pick, self.fill = catalogue, pick, fill
+
+    def recommend(self, requests):
+        out = []
+        for r in requests:
+            rng = np.random.default_rng(r.seed)
+            n = min(r.n_clusters, len(self.catalogue.clusters))
+            chosen = [self.catalogue.clusters[i] for i in rng.choice(len(self.catalogue.clusters), n, replace=False)]
+            out.append(songs_from_clusters(chosen, self.catalogue.index, self.pick, rng, r.k, self.fill))
+        return out
+
+
+def songs_from_clusters(tuples, index, pick: str, rng, k: int, fill: bool) -> Recommendation:
+    """One song per cluster (catalogue.pick_songs), then with `fill` the clusters' other songs, popular first."""
+    valid = [t for t in tuples if t in index.cluster_songs]
+    picked = [s for s, _ in pick_songs(valid, index, pick, rng)]
+    songs = fill_from_clusters(picked, valid, index, k) if fill else picked[:k]
+    return Recommendation(list(tuples), songs)
+
+
+class T5Recommender(Recommender):
+    """The trained model (generation.PlaylistGenerator) behind the interface."""
+
+    name = "model"
+
+    def __init__(self, generator, catalogue: Catalogue, gen_cfg, decoding: str = "rank", pick: str = "popular",
+                 fill: bool = True):
+        if decoding not in DECODINGS:
+            raise PipelineError(f"decoding {decoding!r}: use one of {', '.join(DECODINGS)}")
+        if generator.trie.clusters != catalogue.clusters:
+            raise PipelineError("the model's clusters differ from the song index's; re-run `python train_tiger.py`")
+        self.generator, self.catalogue, self.g = generator, catalogue, gen_cfg
+        self.decoding, self.pick, self.fill = decoding, pick, fill
+
+    def cluster_log_probs(self, requests) -> np.ndarray:
+        return self.generator.cluster_log_probs([r.text for r in requests], self.g.batch_size)
+
+    def song_distributions(self, requests):
+        p_cluster = np.exp(self.cluster_log_probs(requests))
+        c = self.catalogue
+        out = np.zeros((len(requests), len(c.songs)))
+        has = c.cluster >= 0
+        out[:, has] = p_cluster[:, c.cluster[has]] * c.in_cluster[has]
+        return out
+
+    def recommend(self, requests):
+        if self.decoding == "rank":
+            return self._ranked(requests)
+        out = []
+        for r in requests:  # the generator seeds each batch; one request per batch keeps results per request
+            tuples = self.generator.generate([r.text], self._gen_cfg(), num_songs=r.n_clusters, seed=r.seed)[0]
+            out.append(songs_from_clusters(tuples, self.catalogue.index, self.pick, np.random.default_rng(r.seed),
+                                           r.k, self.fill))
+        return out
+
+    def _gen_cfg(self):
+        from dataclasses import replace
+
+        return replace(self.g, mode=self.decoding)
+
+    def _ranked(self, requests):
+        logp = self.cluster_log_probs(requests)
+        c = self.catalogue
+        has = c.cluster >= 0
+        out = []
+        for lp, r in zip(logp, requests):
+            top = np.argsort(-lp, kind="stable")[:r.n_clusters]
+            scores = np.zeros(len(c.songs))
+            scores[has] = np.exp(lp[c.cluster[has]]) * c.in_cluster[has]
+            songs = c.top_songs(scores, r.k)
+            out.append(Recommendation([c.clusters[i] for i in top], [c.songs[i] for i in songs],
+                                      np.exp(lp[top]).tolist(), scores[songs].tolist()))
+        return out
+
+
+class Fusion(Recommender):
+    """w * the model's song distribution + (1 - w) * title kNN's (retrieval fused with generation)."""
+
+    name = "fusion"
+
+    def __init__(self, model: Recommender, knn: Recommender, catalogue: Catalogue, weight: float = 0.5):
+        if not 0 <= weight <= 1:
+            raise PipelineError(f"fusion weight {weight} must be in [0, 1]")
+        self.model, self.knn, self.catalogue, self.weight = model, knn, catalogue, weight
+
+    def song_distributions(self, requests):
+        return self.weight * self.model.song_distributions(requests) + \
+            (1 - self.weight) * self.knn.song_distributions(requests)
+
+    def recommend(self, requests):
+        return [from_song_scores(self.catalogue, p, r) for p, r in zip(self.song_distributions(requests), requests)]
+
+
+def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: str = "popular",
+                      catalogue: Catalogue | None = None, playlists=None,
+                      write_index: bool = True) -> dict[str, Recommender]:
+    """The recommenders named in `methods` (of METHODS), sharing one catalogue and one loaded model. `pick`:
+    cluster -> song where a method picks one song per cluster (beam/sample decoding, random clusters)."""
+    from .catalogue import load_catalogue
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise PipelineError(f"unknown method(s) {unknown}: choose from {', '.join(METHODS)}")
+    catalogue = catalogue or load_catalogue(cfg, playlists, write=write_index)
+    g, r = cfg.generate, cfg.recommend
+    built: dict[str, Recommender] = {}
+
+    def get(name: str) -> Recommender:
+        if name not in built:
+            if name == "model":
+                from .generation import load_generator
+
+                generator = load_generator(cfg, catalogue.clusters, device)
+                built[name] = T5Recommender(generator, catalogue, g, g.mode, pick, r.fill_to_k)
+            elif name == "fusion":
+                built[name] = Fusion(get("model"), get("title_knn"), catalogue, r.fusion_weight)
+            elif name == "title_knn":
+                built[name] = TitleKNN(catalogue, r.knn_neighbors)
+            elif name == "popularity":
+                built[name] = Popularity(catalogue)
+            else:
+                built[name] = RandomClusters(catalogue, pick, r.fill_to_k)
+        return built[name]
+
+    return {m: get(m) for m in methods}

@@ -1,0 +1,209 @@
+"""The catalogue and every recommender on tiny hand-made cases, against rankings computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from playlist_gen.catalogue import Catalogue, SongIndex, fill_from_clusters, pick_songs
+from playlist_gen.io import PipelineError
+from playlist_gen.recommend import Fusion, Popularity, RandomClusters, Request, T5Recommender, TitleKNN
+from playlist_gen.tfidf import CharTfidf
+
+X, Y, Z = (0, 0), (0, 1), (1, 0)  # three clusters
+
+
+@pytest.fixture
+def index():
+    songs = {("x", 0): ["p1", "p2", "p3"], ("y", 0): ["q1"], ("z", 0): ["r1", "r2"]}
+    counts = {"p1": 10, "p2": 5, "p3": 1, "q1": 2, "r1": 3}
+    return SongIndex(songs, counts, {"p1": ("Song P1", "Artist")})
+
+
+def test_pick_songs_never_repeats(index):
+    tuples = [("x", 0), ("x", 0), ("y", 0), ("y", 0), ("x", 0), ("x", 0)]
+    for pick in ("popular", "random", "weighted"):
+        out = pick_songs(tuples, index, pick, np.random.default_rng(0))
+        songs = [s for s, _ in out]
+        assert len(songs) == len(set(songs)) == 4  # 3 from x, 1 from y, the rest skipped
+    assert [s for s, _ in pick_songs(tuples, index, "popular", None)] == ["p1", "p2", "q1", "p3"]
+    draws = {tuple(s for s, _ in pick_songs([("x", 0)], index, "random", np.random.default_rng(i))) for i in range(30)}
+    assert len(draws) == 3
+    a = pick_songs(tuples, index, "weighted", np.random.default_rng(5))
+    assert a == pick_songs(tuples, index, "weighted", np.random.default_rng(5))
+
+
+def test_fill_from_clusters_round_robin(index):
+    filled = fill_from_clusters(["p2"], [("x", 0), ("z", 0), ("y", 0)], index, 5)
+    assert filled == ["p2", "p1", "r1", "q1", "p3"]
+    assert fill_from_clusters(["p2"], [("x", 0)], index, 10) == ["p2", "p1", "p3"]
+
+
+def catalogue(smoothing=0.5) -> Catalogue:
+    """Clusters X = {a, b}, Y = {c}, Z = {d}; song e has no cluster. Training playlists and their texts:
+    chill: a b e / chill vibes: b c / rock: d / rock on: d b. Counts: a 1, b 3, c 1, d 2, e 1."""
+    index = SongIndex({X: ["b", "a"], Y: ["c"], Z: ["d"]}, {"a": 1, "b": 3, "c": 1, "d": 2}, {})
+    texts = ["chill", "chill vibes", "rock", "rock on"]
+    songs = [["a", "b", "e"], ["b", "c"], ["d"], ["d", "b", "b"]]  # a repeat counts once
+    return Catalogue(index, texts, songs, smoothing)
+
+
+def names(cat, codes):
+    return [cat.songs[i] for i in codes]
+
+
+def test_catalogue_counts_popularity_and_song_given_cluster():
+    cat = catalogue()
+    counts = dict(zip(cat.songs, cat.counts))
+    assert counts == {"a": 1, "b": 3, "e": 1, "c": 1, "d": 2}
+    assert names(cat, cat.popular) == ["b", "d", "a", "c", "e"]  # ties by song id
+    p = dict(zip(cat.songs, cat.in_cluster))
+    assert p["a"] == pytest.approx(1.5 / 5) and p["b"] == pytest.approx(3.5 / 5)  # (count + 0.5) / (1 + 3 + 2*0.5)
+    assert p["c"] == p["d"] == 1.0 and p["e"] == 0.0
+    assert cat.clusters == [X, Y, Z]
+
+
+def test_popularity_ranks_training_counts():
+    cat = catalogue()
+    [rec] = Popularity(cat).recommend([Request("anything", k=4, n_clusters=2)])
+    assert rec.songs == ["b", "d", "a", "c"]
+    assert rec.clusters == [X, Z]  # X holds b (3) and a (1): 4 of the mass, Z 2
+
+
+def test_char_tfidf_equals_scikit_learn():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    train = ["Chill  vibes", "workout!!", "深夜emo 🌙", "a", "", "road trip  summer", "chill"]
+    query = ["chill summer", "x", "深夜", ""]
+    ours = CharTfidf().fit(train)
+    theirs = TfidfVectorizer(analyzer="char", ngram_range=(2, 4)).fit(train)
+    assert sorted(ours.vocabulary) == sorted(theirs.vocabulary_)
+    order = [theirs.vocabulary_[g] for g in sorted(ours.vocabulary)]
+    np.testing.assert_allclose(ours.transform(query).toarray(), theirs.transform(query).toarray()[:, order],
+                               atol=1e-12)
+
+
+def test_title_knn_votes_by_similarity():
+    cat = catalogue()
+    knn = TitleKNN(cat, neighbors=2)
+    tfidf = CharTfidf().fit(cat.train_texts)
+    sims = (tfidf.transform(["chill"]) @ tfidf.transform(cat.train_texts).T).toarray()[0]
+    assert sims[0] == pytest.approx(1.0) and 0 < sims[1] < 1 and sims[2] == sims[3] == 0
+    [rec] = knn.recommend([Request("chill", k=5, n_clusters=3)])
+    # votes: b = 1 + s, a = e = 1 (tie: a is more popular... both count 1, so by id), c = s; then d by popularity
+    assert rec.songs == ["b", "a", "e", "c", "d"]
+    assert rec.song_scores[:4] == pytest.approx([1 + sims[1], 1, 1, sims[1]])
+    dist = knn.song_distributions([Request("chill")])[0]
+    assert dist.sum() == pytest.approx(1.0) and dist[cat.code["d"]] == 0
+    [far] = knn.recommend([Request("zzz", k=3)])  # no n-gram in common: popularity
+    assert far.songs == ["b", "d", "a"]
+
+
+def test_random_clusters_are_distinct_real_and_seeded():
+    cat = catalogue()
+    rnd = RandomClusters(cat, pick="popular")
+    a = rnd.recommend([Request("t", k=4, n_clusters=2, seed=3)] * 2)
+    assert a[0] == a[1] and len(set(a[0].clusters)) == 2 and set(a[0].clusters) <= {X, Y, Z}
+    draws = {tuple(rnd.recommend([Request("t", n_clusters=1, seed=s)])[0].clusters) for s in range(20)}
+    assert len(draws) == 3
+
+
+class FixedModel:
+    """A stand-in generator: the same P(cluster | text) for every text."""
+
+    def __init__(self, probs):
+        self.trie = type("Trie", (), {"clusters": [X, Y, Z]})()
+        self.logp = np.log(np.array(probs))
+
+    def cluster_log_probs(self, texts, batch_size=32):
+        return np.tile(self.logp, (len(texts), 1))
+
+
+def test_model_ranks_songs_by_cluster_times_song_probability():
+    from config import GenerateConfig
+
+    cat = catalogue()
+    model = T5Recommender(FixedModel([0.5, 0.2, 0.3]), cat, GenerateConfig(), "rank")
+    [rec] = model.recommend([Request("t", k=5, n_clusters=2)])
+    # b 0.5*0.7 = 0.35, d 0.3, c 0.2, a 0.5*0.3 = 0.15; e has no cluster: after them
+    assert rec.songs == ["b", "d", "c", "a", "e"]
+    assert rec.song_scores[:4] == pytest.approx([0.35, 0.3, 0.2, 0.15])
+    assert rec.clusters == [X, Z] and rec.cluster_scores == pytest.approx([0.5, 0.3])
+    assert model.song_distributions([Request("t")])[0].sum() == pytest.approx(1.0)
+
+
+def test_fusion_mixes_the_two_distributions():
+    from config import GenerateConfig
+
+    cat = catalogue()
+    model = T5Recommender(FixedModel([0.5, 0.2, 0.3]), cat, GenerateConfig(), "rank")
+    knn = TitleKNN(cat, neighbors=2)
+    fused = Fusion(model, knn, cat, weight=0.25)
+    req = Request("chill", k=5, n_clusters=3)
+    expected = 0.25 * model.song_distributions([req])[0] + 0.75 * knn.song_distributions([req])[0]
+    [rec] = fused.recommend([req])
+    assert rec.songs == [cat.songs[i] for i in np.lexsort((cat.pop_rank, -expected))]
+    assert rec.song_scores == pytest.approx(sorted(expected, reverse=True))
+    with pytest.raises(PipelineError):
+        Fusion(model, knn, cat, weight=1.5)
+
+
+def test_exact_cluster_log_probs_match_teacher_forcing():
+    """t5_runtime.tuple_log_probs against the transformers model scoring each tuple with teacher forcing,
+    renormalised over the codes that exist below each prefix."""
+    from test_generation import CLUSTERS, LEVEL_TOKENS, runtime_of, tiny_t5
+
+    from playlist_gen.generation import ClusterTrie
+    from playlist_gen.t5_runtime import tuple_log_probs
+
+    model, trie = tiny_t5(seed=3), ClusterTrie(CLUSTERS, [8, 8])
+    ids = torch.tensor([[5, 6, 7, 1], [9, 4, 1, 0]])
+    mask = (torch.arange(4) < torch.tensor([[4], [3]])).long()
+    level_tokens = [torch.tensor(t) for t in LEVEL_TOKENS]
+    rows, node, logp = tuple_log_probs(runtime_of(model), ids, mask, trie.child, level_tokens)
+    first_leaf = len(trie.anc) - len(trie.clusters)
+    got = {(int(r), trie.clusters[int(n) - first_leaf]): float(v) for r, n, v in zip(rows, node, logp)}
+    assert len(got) == 2 * len(CLUSTERS)
+    for r in range(2):
+        total = 0.0
+        for a, b in CLUSTERS:
+            dec = torch.tensor([[0, LEVEL_TOKENS[0][a]]])
+            with torch.no_grad():
+                logits = model(input_ids=ids[r:r + 1], attention_mask=mask[r:r + 1], decoder_input_ids=dec).logits[0]
+            firsts = sorted({c[0] for c in CLUSTERS})
+            seconds = sorted(c[1] for c in CLUSTERS if c[0] == a)
+            la = torch.log_softmax(logits[0, [LEVEL_TOKENS[0][c] for c in firsts]], -1)[firsts.index(a)]
+            lb = torch.log_softmax(logits[1, [LEVEL_TOKENS[1][c] for c in seconds]], -1)[seconds.index(b)]
+            assert got[(r, (a, b))] == pytest.approx(float(la + lb), abs=1e-5)
+            total += math.exp(got[(r, (a, b))])
+        assert total == pytest.approx(1.0, abs=1e-5)
+
+
+def test_catalogue_cache_round_trip(tmp_path):
+    cat = catalogue()
+    path = tmp_path / "index.json"
+    cat.save(path, {"a": [1, 2]})
+    back = Catalogue.load(path, {"a": [1, 2]})
+    assert back.songs == cat.songs and back.train_texts == cat.train_texts
+    np.testing.assert_array_equal(back.in_cluster, cat.in_cluster)
+    assert back.index.cluster_songs == cat.index.cluster_songs and back.index.name("zz") == ("unknown", "unknown")
+    assert Catalogue.load(path, {"a": [1, 3]}) is None  # built from other files
+    path.write_text("{not json")
+    assert Catalogue.load(path, None) is None
+
+
+def test_catalogue_names_the_missing_input_and_its_stage(tmp_path):
+    from config import Config
+    from playlist_gen.catalogue import load_catalogue
+
+    cfg = Config(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
+    with pytest.raises(PipelineError, match="song_semantic_ids.jsonl not found: run `python train_rq_kmeans.py`"):
+        load_catalogue(cfg)
+    cfg.semantic_ids_path.parent.mkdir()
+    cfg.semantic_ids_path.write_text("")
+    with pytest.raises(PipelineError, match="train.tsv not found: run `python prepare_corpus.py`"):
+        load_catalogue(cfg)
+    cfg.split_path("train").write_text("")
+    with pytest.raises(PipelineError, match="prepare_data.py"):
+        load_catalogue(cfg)
