@@ -93,6 +93,7 @@ class CorpusConfig:
     """Stage 2, prepare_corpus.py: title -> semantic-ID sequence pairs."""
 
     extra_columns: str = "auto"  # playlist columns appended to the title: auto (tags when present) | none | a,b
+    normalize: bool = True  # input text: normalised titles (text.normalize_title); false: only whitespace cleaned
     order: str = "original"  # original | sorted | shuffled
     token_scheme: str = "level"  # level (<a_12><b_7>) | shared (the original's <id_N>)
     max_songs: int = 0  # 0 = every song with an ID; else the first max_songs (never splitting a tuple)
@@ -101,6 +102,7 @@ class CorpusConfig:
     split: str = "grouped"  # grouped (by normalised title) | random
     val_fraction: float = 0.05
     test_fraction: float = 0.1
+    train_fraction: float = 1.0  # learning curves: keep this seeded share of the training playlists
 
 
 @dataclass
@@ -120,21 +122,23 @@ class TigerConfig:
     feed_forward_proj: str = "relu"  # relu | gated-gelu (T5 v1.1)
     tie_embeddings: bool = True
     dropout: float = 0.1
+    input_dropout: float = 0.0  # drop each title token of a training example with this probability (unseen wordings)
     max_source_len: int = 48  # title tokens
     objective: str = "tuples"  # tuples (each entry: title -> its cluster) | sets (random subsets) | sequence (in order)
     set_size: int = 20  # objective=sets: clusters per example
     sets_per_playlist: int = 8  # objective=sets: examples per playlist per epoch
     max_target_songs: int = 50  # objective=sequence: the first songs of each playlist
+    index_pairs: bool = False  # also train song `name artist` -> its cluster, artist -> their clusters (as in DSI)
     batch_size: int = 64  # per device
     lr: float = 2e-3
     lr_scheduler: str = "linear"  # any transformers scheduler name
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
-    epochs: float = 10.0  # with the linear schedule; early stopping may end sooner
+    epochs: float = 3.0  # with the linear schedule; early stopping may end sooner
     max_steps: int = -1  # > 0 overrides epochs
     grad_clip: float = 1.0
-    eval_steps: int = 100
-    save_steps: int = 100  # a multiple of eval_steps
+    eval_steps: int = 500
+    save_steps: int = 500  # a multiple of eval_steps
     save_total_limit: int = 2
     logging_steps: int = 50
     early_stopping_patience: int = 5  # evaluations without a better val loss
@@ -150,6 +154,8 @@ class RecommendConfig:
 
     method: str = "fusion"  # model | fusion (model + title kNN) | popularity | title_knn | random_cluster
     fusion_weight: float = 0.5  # fusion: w * P_model(song) + (1 - w) * P_kNN(song)
+    popularity_weight: float = 0.0  # fusion: this share of the mixture goes to training popularity instead
+    knn_text: str = "input"  # title kNN reads: input (the model's input text, tags included) | title
     knn_neighbors: int = 50  # title kNN: training playlists that vote
     song_smoothing: float = 0.5  # P(song | cluster) from training counts + this
     fill_to_k: bool = True  # beam/sample decoding, random clusters: extend the list with the clusters' other songs

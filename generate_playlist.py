@@ -63,11 +63,13 @@ class PlaylistMaker:
     def __init__(self, cfg):
         from playlist_gen.catalogue import load_catalogue
         from playlist_gen.device import resolve_device
+        from playlist_gen.io import read_json
         from playlist_gen.recommend import load_recommenders
 
         check_options(cfg)
         self.cfg, self.requests = cfg, 0
         self.catalogue = load_catalogue(cfg)
+        self.normalize = read_json(cfg.corpus_meta_path, "run `python prepare_corpus.py` first").get("normalize", True)
         device = resolve_device("auto", 0, cfg.generate.cpu_threads)
         method = cfg.recommend.method
         self.recommender = load_recommenders(cfg, [method], device, cfg.generate.pick, self.catalogue)[method]
@@ -76,7 +78,7 @@ class PlaylistMaker:
         """The input text as the corpus builds it: normalised title, then the extra text."""
         from playlist_gen.text import input_text
 
-        return input_text(title, [self.cfg.generate.extra_text])
+        return input_text(title, [self.cfg.generate.extra_text], self.normalize)
 
     def playlist(self, title: str) -> list[tuple[str, tuple | None]]:
         """(song_id, cluster) per song; a new seed per request, so asking again varies a random pick."""

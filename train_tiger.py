@@ -10,6 +10,7 @@ curve and train_summary.json. One device: `python train_tiger.py`; several: `tor
 import logging
 import time
 
+import pandas as pd
 from transformers import set_seed
 
 from playlist_gen import training
@@ -24,6 +25,8 @@ def main(argv=None):
     cfg = parse_config(argv, __doc__)
     tc = cfg.tiger
     corpus_meta, id_meta, train_df, val_df = training.load_corpus(cfg)
+    if tc.index_pairs:  # pseudo-playlists of song and artist names, trained like titles
+        train_df = pd.concat([train_df, training.index_rows(cfg, corpus_meta["token_scheme"])], ignore_index=True)
     args = training.training_arguments(cfg)  # sets up torch.distributed under torchrun
     is_main = args.process_index == 0
     if not is_main:
@@ -35,7 +38,7 @@ def main(argv=None):
     model = build_model(tc, tok)
     levels = int(corpus_meta["levels"])
     train_features = training.encode_split(tok, train_df, tc, levels, cfg.seed, str(cfg.split_path("train")))
-    val_features = training.encode_split(tok, val_df, tc, levels, cfg.seed, str(cfg.split_path("val")))
+    val_features = training.encode_split(tok, val_df, tc, levels, cfg.seed, str(cfg.split_path("val")), train=False)
     trainer = training.make_trainer(model, tok, args, train_features, val_features, tc.early_stopping_patience)
     if last:
         log.info("resuming from %s", last)

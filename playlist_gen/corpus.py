@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import tokens
 from .io import PipelineError, atomic_write, read_json, require_file
-from .text import EXTRA_SEPARATOR, normalize_title, title_key
+from .text import EXTRA_SEPARATOR, clean_text, normalize_title, title_key
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,13 @@ def extra_columns(info: pd.DataFrame, setting: str) -> list[str]:
     return extras
 
 
-def input_texts(info: pd.DataFrame, extras: list[str]) -> pd.Series:
-    """The model input per playlist: the normalised title, then each non-empty extra column."""
-    text = _map_distinct(info["title"], normalize_title)
+def input_texts(info: pd.DataFrame, extras: list[str], normalize: bool = True) -> pd.Series:
+    """The model input per playlist: the normalised (else only cleaned) title, then each non-empty extra column
+    (text.input_text for a whole table)."""
+    clean = normalize_title if normalize else clean_text
+    text = _map_distinct(info["title"], clean)
     for col in extras:
-        part = _map_distinct(info[col], normalize_title)
+        part = _map_distinct(info[col], clean)
         text = text.where(part.eq(""), text + EXTRA_SEPARATOR + part)
     return text
 
@@ -218,7 +220,8 @@ def build_pairs(playlists, song_to_ids: dict, cc, seed: int) -> tuple[pd.DataFra
     kept_rows = np.flatnonzero(kept)
     pairs = pd.DataFrame({
         "glid": info["playlist_id"].to_numpy(dtype=object)[kept_rows],
-        "title": input_texts(info, extra_columns(info, cc.extra_columns)).to_numpy(dtype=object)[kept_rows],
+        "title": input_texts(info, extra_columns(info, cc.extra_columns), cc.normalize).to_numpy(
+            dtype=object)[kept_rows],
         "target": join_targets(rows, tids, lengths, kept_rows, tuple_text),
         "row": kept_rows,
     })
@@ -250,12 +253,20 @@ def split_labels_for(info: pd.DataFrame, cc, seed: int) -> np.ndarray:
     """The split of every playlist of the info table (before any is dropped for lack of songs), so stage 0 can
     build song vectors from the training playlists alone and stage 2 draws the same split."""
     keys = _map_distinct(info["title"], title_key)
-    return split_labels(keys, cc.split, cc.val_fraction, cc.test_fraction, seed)
+    labels = split_labels(keys, cc.split, cc.val_fraction, cc.test_fraction, seed)
+    if cc.train_fraction < 1:  # a learning curve: a seeded share of the training playlists, the rest unused
+        if not 0 < cc.train_fraction <= 1:
+            raise PipelineError(f"--corpus.train_fraction={cc.train_fraction} must be in (0, 1]")
+        train = np.flatnonzero(labels == "train")
+        dropped = np.random.default_rng([seed, 1]).permutation(train)[round(cc.train_fraction * len(train)):]
+        labels[dropped] = "unused"
+    return labels
 
 
 def split_settings(cc, seed: int) -> dict:
     """What decides the split: recorded with song vectors built from the training split, checked by stage 2."""
-    return {"split": cc.split, "val_fraction": cc.val_fraction, "test_fraction": cc.test_fraction, "seed": seed}
+    return {"split": cc.split, "val_fraction": cc.val_fraction, "test_fraction": cc.test_fraction,
+            "train_fraction": cc.train_fraction, "seed": seed}
 
 
 def check_vector_split(cfg) -> None:
@@ -321,6 +332,7 @@ def corpus_meta(cc, counts: CorpusCounts, split_sizes: dict, id_meta: dict, seed
         semantic_ids_method=id_meta["method"], levels=int(id_meta["levels"]),
         codebook_sizes=[int(k) for k in id_meta["codebook_sizes"]], max_songs=cc.max_songs, min_songs=cc.min_songs,
         order=cc.order, collapse_repeats=cc.collapse_repeats, split=cc.split, extra_columns=cc.extra_columns,
+        normalize=cc.normalize, train_fraction=cc.train_fraction,
         val_fraction=cc.val_fraction, test_fraction=cc.test_fraction, seed=seed,
     )
     return out

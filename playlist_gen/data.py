@@ -213,17 +213,24 @@ def load_playlists(cfg) -> Playlists:
     songs = songs.rename(columns={d.ps_playlist_col: "playlist_id", d.ps_song_col: "song_id"})
     songs = _known_playlists_only(songs[["playlist_id", "song_id"]], info["playlist_id"], cfg)
 
-    song_info = read_csv_strings(cfg.song_info_path, {d.song_id_col: "song_id_col", d.song_name_col: "song_name_col",
-                                                      d.artist_col: "artist_col"})
-    _check_unique(song_info, d.song_id_col, cfg.song_info_path)
-    song_info = song_info.rename(columns={d.song_id_col: "song_id", d.song_name_col: "name", d.artist_col: "artist"})
+    song_info = load_song_info(cfg)
     unnamed = int((~songs["song_id"].cat.categories.isin(song_info["song_id"])).sum())  # every category is used
     if unnamed:
         log.warning("%s distinct playlist songs have no row in %s; shown as 'unknown'",
                     f"{unnamed:,}", cfg.song_info_path.name)
     log.info("loaded %s playlists, %s playlist entries, %s songs with names",
              f"{len(info):,}", f"{len(songs):,}", f"{len(song_info):,}")
-    return Playlists(info=info, songs=songs, song_info=song_info[["song_id", "name", "artist"]])
+    return Playlists(info=info, songs=songs, song_info=song_info)
+
+
+def load_song_info(cfg) -> pd.DataFrame:
+    """gen_song_info.csv as song_id, name, artist."""
+    d = cfg.data
+    song_info = read_csv_strings(cfg.song_info_path, {d.song_id_col: "song_id_col", d.song_name_col: "song_name_col",
+                                                      d.artist_col: "artist_col"})
+    _check_unique(song_info, d.song_id_col, cfg.song_info_path)
+    song_info = song_info.rename(columns={d.song_id_col: "song_id", d.song_name_col: "name", d.artist_col: "artist"})
+    return song_info[["song_id", "name", "artist"]]
 
 
 def _scan_vectors(path: Path, n_cols: int) -> None:

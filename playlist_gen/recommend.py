@@ -21,6 +21,7 @@ import numpy as np
 
 from .catalogue import Catalogue, fill_from_clusters, pick_songs
 from .io import PipelineError
+from .text import EXTRA_SEPARATOR
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +81,27 @@ class Popularity(Recommender):
         return [from_song_scores(self.catalogue, p, r) for p, r in zip(self.song_distributions(requests), requests)]
 
 
+KNN_TEXTS = ("input", "title")
+
+
 class TitleKNN(Recommender):
-    """TF-IDF over character 2-4-grams of the input texts; the `neighbors` most similar training playlists vote for
-    their songs with their cosine similarity; songs without votes follow in popularity order."""
+    """TF-IDF over character 2-4-grams of the input texts (text="title": only their title part, without the extra
+    columns); the `neighbors` most similar training playlists vote for their songs with their cosine similarity;
+    songs without votes follow in popularity order."""
 
     name = "title_knn"
 
-    def __init__(self, catalogue: Catalogue, neighbors: int = 50):
+    def __init__(self, catalogue: Catalogue, neighbors: int = 50, text: str = "input"):
         import scipy.sparse as sp
 
         from .tfidf import CharTfidf
 
-        self.catalogue, self.neighbors = catalogue, neighbors
-        self.tfidf = CharTfidf().fit(catalogue.train_texts)
-        self.X = self.tfidf.transform(catalogue.train_texts).T.tocsr()
+        if text not in KNN_TEXTS:
+            raise PipelineError(f"--recommend.knn_text={text!r}: use one of {', '.join(KNN_TEXTS)}")
+        self.catalogue, self.neighbors, self.text = catalogue, neighbors, text
+        texts = [self._text(t) for t in catalogue.train_texts]
+        self.tfidf = CharTfidf().fit(texts)
+        self.X = self.tfidf.transform(texts).T.tocsr()
         rows = np.repeat(np.arange(len(catalogue.train_codes)), [len(c) for c in catalogue.train_codes])
         cols = np.concatenate(catalogue.train_codes) if catalogue.train_codes else np.array([], dtype=np.int64)
         self.members = sp.csr_matrix((np.ones(len(rows)), (rows, cols)),
@@ -103,7 +111,7 @@ class TitleKNN(Recommender):
         """(requests, songs) summed similarity of the nearest training playlists holding each song."""
         import scipy.sparse as sp
 
-        sims = (self.tfidf.transform([r.text for r in requests]) @ self.X).toarray()
+        sims = (self.tfidf.transform([self._text(r.text) for r in requests]) @ self.X).toarray()
         n = min(self.neighbors, sims.shape[1])
         if n == 0:
             return np.zeros((len(requests), len(self.catalogue.songs)))
@@ -113,6 +121,9 @@ class TitleKNN(Recommender):
         rows = np.repeat(np.arange(len(requests)), n)
         w = sp.csr_matrix((weights.ravel(), (rows, top.ravel())), shape=sims.shape)
         return (w @ self.members).toarray()
+
+    def _text(self, text: str) -> str:
+        return text.split(EXTRA_SEPARATOR, 1)[0] if self.text == "title" else text
 
     def song_distributions(self, requests):
         v = self.votes(requests)
@@ -204,18 +215,24 @@ class T5Recommender(Recommender):
 
 
 class Fusion(Recommender):
-    """w * the model's song distribution + (1 - w) * title kNN's (retrieval fused with generation)."""
+    """(1 - p) * (w * the model's song distribution + (1 - w) * title kNN's) + p * popularity's: retrieval fused
+    with generation, and a popularity prior for the tail."""
 
     name = "fusion"
 
-    def __init__(self, model: Recommender, knn: Recommender, catalogue: Catalogue, weight: float = 0.5):
-        if not 0 <= weight <= 1:
-            raise PipelineError(f"fusion weight {weight} must be in [0, 1]")
-        self.model, self.knn, self.catalogue, self.weight = model, knn, catalogue, weight
+    def __init__(self, model: Recommender, knn: Recommender, catalogue: Catalogue, weight: float = 0.5,
+                 popularity: float = 0.0):
+        if not (0 <= weight <= 1 and 0 <= popularity <= 1):
+            raise PipelineError(f"fusion weights {weight}, {popularity} must be in [0, 1]")
+        self.model, self.knn, self.catalogue, self.weight, self.popularity = model, knn, catalogue, weight, popularity
 
     def song_distributions(self, requests):
-        return self.weight * self.model.song_distributions(requests) + \
+        mixed = self.weight * self.model.song_distributions(requests) + \
             (1 - self.weight) * self.knn.song_distributions(requests)
+        if self.popularity:
+            mixed = (1 - self.popularity) * mixed + self.popularity * Popularity(self.catalogue).song_distributions(
+                requests)
+        return mixed
 
     def recommend(self, requests):
         return [from_song_scores(self.catalogue, p, r) for p, r in zip(self.song_distributions(requests), requests)]
@@ -243,9 +260,9 @@ def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: st
                 generator = load_generator(cfg, catalogue.clusters, device)
                 built[name] = T5Recommender(generator, catalogue, g, g.mode, pick, r.fill_to_k)
             elif name == "fusion":
-                built[name] = Fusion(get("model"), get("title_knn"), catalogue, r.fusion_weight)
+                built[name] = Fusion(get("model"), get("title_knn"), catalogue, r.fusion_weight, r.popularity_weight)
             elif name == "title_knn":
-                built[name] = TitleKNN(catalogue, r.knn_neighbors)
+                built[name] = TitleKNN(catalogue, r.knn_neighbors, r.knn_text)
             elif name == "popularity":
                 built[name] = Popularity(catalogue)
             else:

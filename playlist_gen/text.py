@@ -35,11 +35,13 @@ def title_key(text: str) -> str:
 EXTRA_SEPARATOR = " | "  # between the title and each extra column (tags) in the model's input text
 
 
-def input_text(title: str, extras=()) -> str:
-    """The model's input: the normalised title, then each non-empty extra text (as the corpus writes it)."""
-    text = normalize_title(title)
+def input_text(title: str, extras=(), normalize: bool = True) -> str:
+    """The model's input: the normalised (else only cleaned) title, then each non-empty extra text, as the corpus
+    writes it."""
+    clean = normalize_title if normalize else clean_text
+    text = clean(title)
     for extra in extras:
-        part = normalize_title(extra)
+        part = clean(extra)
         if part:
             text += EXTRA_SEPARATOR + part
     return text

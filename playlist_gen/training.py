@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 RUN_INFO = "run_info.json"  # in the checkpoint folder: what the checkpoints were trained on
 ARCH_FIELDS = ("model_name", "sp_vocab_size", "lowercase", "cjk_chars", "d_model", "d_ff", "num_layers",
                "num_decoder_layers", "num_heads", "d_kv", "feed_forward_proj", "tie_embeddings", "max_source_len",
-               "objective", "set_size", "sets_per_playlist", "max_target_songs")
+               "objective", "set_size", "sets_per_playlist", "max_target_songs", "index_pairs", "input_dropout")
 
 
 OBJECTIVES = ("tuples", "sets", "sequence")
@@ -42,11 +42,12 @@ class TargetExamples(torch.utils.data.Dataset):
     """
 
     def __init__(self, input_ids: list[list[int]], targets: list[np.ndarray], objective: str, eos: int, seed: int = 0,
-                 set_size: int = 20, sets_per_playlist: int = 8, max_songs: int = 50):
+                 set_size: int = 20, sets_per_playlist: int = 8, max_songs: int = 50, input_dropout: float = 0.0):
         if objective not in OBJECTIVES:
             raise PipelineError(f"--tiger.objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
         self.input_ids, self.targets, self.objective, self.eos, self.seed = input_ids, targets, objective, eos, seed
         self.set_size, self.per_playlist, self.max_songs = set_size, sets_per_playlist, max_songs
+        self.input_dropout = input_dropout
         if objective == "tuples":
             lengths = np.array([len(t) for t in targets], dtype=np.int64)
             self.row_playlist = np.repeat(np.arange(len(targets)), lengths)
@@ -73,6 +74,10 @@ class TargetExamples(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         p, labels = self.labels(i)
         ids = self.input_ids[p]
+        if self.input_dropout > 0 and len(ids) > 2:  # drop title tokens (never all, never </s>), seeded per example
+            keep = np.random.default_rng([self.seed, i, 1]).random(len(ids) - 1) >= self.input_dropout
+            if keep.any():
+                ids = [t for t, k in zip(ids[:-1], keep) if k] + ids[-1:]
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
 
     def label_lengths(self) -> list[int]:
@@ -85,9 +90,10 @@ class TargetExamples(torch.utils.data.Dataset):
                 for t in self.targets for _ in range(self.per_playlist)]
 
 
-def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file") -> TargetExamples:
+def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file", train: bool = True) -> TargetExamples:
     """Rows (title, target) -> the examples of `tc.objective`: input ids of the titles, and each target as an
-    (entries, levels) array of token ids."""
+    (entries, levels) array of token ids. `train`: with tc.input_dropout (validation examples keep every token)."""
+    input_dropout = tc.input_dropout if train else 0.0
     enc = tok(list(df["title"]), truncation=True, max_length=tc.max_source_len)["input_ids"]
     vocab = tok.get_vocab()
     targets = []
@@ -99,7 +105,33 @@ def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file")
                                 "re-run `python prepare_corpus.py` after the semantic IDs changed") from None
         targets.append(np.array(ids, dtype=np.int64).reshape(-1, levels))
     return TargetExamples(enc, targets, tc.objective, tok.eos_token_id, seed, tc.set_size, tc.sets_per_playlist,
-                          tc.max_target_songs)
+                          tc.max_target_songs, input_dropout)
+
+
+def index_rows(cfg, scheme: str):
+    """A DataFrame of DSI-style indexing examples, pseudo-playlists beside the training split: a song's `name artist` ->
+    its cluster, and each artist -> the clusters of their songs, so the encoder learns the words of the catalogue
+    (a title naming an artist or a song). Normalised like titles; songs without a semantic ID are left out."""
+    import pandas as pd
+
+    from . import tokens
+    from .data import load_song_info
+    from .semantic_ids import load_semantic_ids
+    from .text import normalize_title
+
+    song_to_ids, _ = load_semantic_ids(cfg)
+    info = load_song_info(cfg)
+    info = info[info["song_id"].isin(song_to_ids.keys())]
+    songs = [(normalize_title(f"{n} {a}"), tokens.encode([song_to_ids[s]], scheme))
+             for s, n, a in zip(info["song_id"], info["name"], info["artist"])]
+    by_artist = {}
+    for s, a in zip(info["song_id"], info["artist"]):
+        by_artist.setdefault(normalize_title(a), []).append(song_to_ids[s])
+    artists = [(a, tokens.encode(ts, scheme)) for a, ts in by_artist.items() if a]
+    rows = [r for r in songs + artists if r[0]]
+    log.info("indexing examples: %s songs and %s artists", f"{len(songs):,}", f"{len(artists):,}")
+    return pd.DataFrame({"glid": [f"index:{i}" for i in range(len(rows))], "title": [t for t, _ in rows],
+                         "target": [g for _, g in rows]})
 
 
 def title_blind_loss(train_targets, val_targets, semantic: list[str], objective: str = "sequence",
