@@ -3,202 +3,270 @@
 Each stage script builds a `Config`, applies dotted overrides from the command line
 (`--rqkmeans.vocab_size=256 --output_dir=runs/run1`, see `playlist_gen.cli`) and reads
 the paths it needs from the properties below, so every file name is defined once, here.
+
+Every field carries its one-line description and its allowed values (`opt`): `playlist_gen.cli` checks
+them for every stage alike and `--help` shows them. Checks that involve two fields are in CROSS_CHECKS.
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# allowed values of the choice fields; the modules that act on them import them from here
+SOURCES = ("demo", "mpd", "csv")
+VECTOR_METHODS = ("sqrtlen", "bm25", "tfidf", "binary", "ppmi")
+KMEANS_BACKENDS = ("auto", "torch", "faiss")
+DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
+ORDERS = ("original", "sorted", "shuffled")
+TOKEN_SCHEMES = ("level", "shared")
+SPLIT_KINDS = ("grouped", "random")
+FEED_FORWARD = ("relu", "gated-gelu")  # what playlist_gen.t5_runtime computes
+OBJECTIVES = ("tuples", "sets", "sequence")
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                 "warmup_stable_decay", "greedy")  # transformers' SchedulerType values
+PRECISIONS = ("auto", "fp32", "bf16")
+RECOMMENDERS = ("model", "fusion", "popularity", "title_knn", "random_cluster")
+KNN_TEXTS = ("input", "title")
+DECODINGS = ("rank", "beam", "sample")
+PICKS = ("random", "popular", "weighted")
+EVAL_SPLITS = ("test", "val")
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (transformers.set_seed) takes at most this
+
+
+def opt(default, help: str, *, choices: tuple | None = None, each: tuple | None = None, ge=None, gt=None, le=None,
+        lt=None, kind: str | None = None):
+    """A config field with its description and allowed values: `choices` (one of), `each` (a comma-separated list
+    of these), bounds `ge`/`gt`/`le`/`lt`, or a `kind` checked by playlist_gen.cli: folder | device | widths |
+    nonblank | model."""
+    rules = {k: v for k, v in dict(choices=choices, each=each, ge=ge, gt=gt, le=le, lt=lt, kind=kind).items()
+             if v is not None}
+    return field(default=default, metadata={"help": help, **rules})
 
 
 @dataclass
 class DataConfig:
     """Stage 0 (prepare_data.py) and the four input files every later stage reads."""
 
-    source: str = "csv"  # demo | mpd | csv
-    path: str = ""  # --source=mpd: one .json/.json.gz MPD slice or a folder of them
-    mpd_max_playlists: int = 0  # 0 = every playlist found under `path`
-    workers: int = 0  # processes parsing MPD files in parallel; 0 = one per CPU (at most 8)
-    song_vectors_file: str = "song_vectors.csv"
-    playlist_info_file: str = "gen_playlist_info.csv"
-    playlist_song_file: str = "gen_playlist_song.csv"
-    song_info_file: str = "gen_song_info.csv"
-    playlist_id_col: str = "glid"  # in gen_playlist_info.csv
-    title_col: str = "listname"  # in gen_playlist_info.csv
-    ps_playlist_col: str = "special_gid"  # in gen_playlist_song.csv
-    ps_song_col: str = "mixsongid"  # in gen_playlist_song.csv
-    song_id_col: str = "mixsongid"  # in gen_song_info.csv
-    song_name_col: str = "songname"  # in gen_song_info.csv
-    artist_col: str = "singername"  # in gen_song_info.csv
+    source: str = opt("csv", "where the playlists come from: the built-in demo world, MPD JSON slices, or your "
+                             "own CSVs in data_dir", choices=SOURCES)
+    path: str = opt("", "--source=mpd: one .json/.json.gz MPD slice or a folder of them")
+    mpd_max_playlists: int = opt(0, "read at most this many MPD playlists; 0 = every playlist found under path",
+                                 ge=0)
+    workers: int = opt(0, "processes parsing MPD files in parallel; 0 = one per CPU (at most 8)", ge=0)
+    song_vectors_file: str = opt("song_vectors.csv", "your song vectors (never overwritten; built vectors go to "
+                                                     "song_vectors_built.csv)", kind="nonblank")
+    playlist_info_file: str = opt("gen_playlist_info.csv", "playlists: id, title, other columns", kind="nonblank")
+    playlist_song_file: str = opt("gen_playlist_song.csv", "playlist entries: playlist id, song id, in order",
+                                  kind="nonblank")
+    song_info_file: str = opt("gen_song_info.csv", "songs: id, name, artist", kind="nonblank")
+    playlist_id_col: str = opt("glid", "playlist id column of the playlist info file", kind="nonblank")
+    title_col: str = opt("listname", "title column of the playlist info file", kind="nonblank")
+    ps_playlist_col: str = opt("special_gid", "playlist id column of the playlist song file", kind="nonblank")
+    ps_song_col: str = opt("mixsongid", "song id column of the playlist song file", kind="nonblank")
+    song_id_col: str = opt("mixsongid", "song id column of the song info file", kind="nonblank")
+    song_name_col: str = opt("songname", "song name column of the song info file", kind="nonblank")
+    artist_col: str = opt("singername", "artist column of the song info file", kind="nonblank")
 
 
 @dataclass
 class DemoConfig:
     """The built-in, seeded demo world (prepare_data.py --source=demo)."""
 
-    n_songs: int = 3000
-    n_artists: int = 240
-    n_playlists: int = 2400
-    dim: int = 32  # song vector dimension
-    min_songs: int = 8  # songs per playlist, inclusive range
-    max_songs: int = 30
-    off_theme: float = 0.1  # share of a playlist's songs drawn from outside its theme
-    noise: float = 0.35  # per-song noise around its genre/mood factors
-    zipf: float = 1.0  # popularity exponent within a (genre, mood) cell: weight 1 / rank**zipf
+    n_songs: int = opt(3000, "songs in the demo catalogue", ge=1)
+    n_artists: int = opt(240, "artists", ge=1)
+    n_playlists: int = opt(2400, "playlists", ge=1)
+    dim: int = opt(32, "song vector dimension", ge=1)
+    min_songs: int = opt(8, "fewest songs per playlist (inclusive)", ge=1)
+    max_songs: int = opt(30, "most songs per playlist (inclusive)", ge=1)
+    off_theme: float = opt(0.1, "share of a playlist's songs drawn from outside its theme", ge=0, le=1)
+    noise: float = opt(0.35, "per-song noise around its genre/mood factors", ge=0)
+    zipf: float = opt(1.0, "popularity exponent within a (genre, mood) cell: weight 1 / rank**zipf", ge=0)
 
 
 @dataclass
 class VectorsConfig:
     """Song vectors from playlist co-occurrence, built when song_vectors.csv is absent."""
 
-    dim: int = 100
-    min_count: int = 2  # a song needs this many playlist occurrences to get a vector
-    method: str = "sqrtlen"  # sqrtlen | bm25 | tfidf | binary (weighting of the song x playlist SVD) | ppmi
-    alpha: float = 0.5  # vector = U * S**alpha of the truncated SVD
-    svd_iter: int = 5  # power iterations of the randomized SVD
-    quality_min_count: int = 5  # songs with at least this many occurrences enter the quality check
-    quality_sample: int = 2000  # songs sampled for the quality check
+    dim: int = opt(100, "dimension of the built song vectors", ge=1)
+    min_count: int = opt(2, "a song needs this many playlist occurrences to get a vector", ge=1)
+    method: str = opt("sqrtlen", "weighting of the song x playlist SVD (ppmi: song x song PPMI, then SVD)",
+                      choices=VECTOR_METHODS)
+    alpha: float = opt(0.5, "vector = U * S**alpha of the truncated SVD", ge=0)
+    svd_iter: int = opt(5, "power iterations of the randomized SVD", ge=0)
+    quality_min_count: int = opt(5, "songs with at least this many occurrences enter the quality check", ge=1)
+    quality_sample: int = opt(2000, "songs sampled for the quality check", ge=1)
 
 
 @dataclass
 class RQKMeansConfig:
     """Stage 1, train_rq_kmeans.py: residual k-means, one codebook per level."""
 
-    levels: int = 2
-    vocab_size: int = 0  # codes per level; 0 = auto, (n_songs / 2) ** (1 / levels) as a multiple of 8
-    n_iter: int = 20
-    backend: str = "auto"  # auto (own torch k-means, GPU when present) | torch | faiss
-    device: str = "auto"  # auto | cpu | cuda (torch backend; faiss uses its GPUs when it has any)
-    normalize: bool = True  # L2-normalise song vectors first (cosine geometry)
+    levels: int = opt(2, "codes per semantic ID (residual levels)", ge=1)
+    vocab_size: int = opt(0, "codes per level; 0 = auto, (n_songs / 2) ** (1 / levels) as a multiple of 8", ge=0)
+    n_iter: int = opt(20, "k-means iterations per level", ge=1)
+    backend: str = opt("auto", "auto (own torch k-means, GPU when present) | torch | faiss", choices=KMEANS_BACKENDS)
+    device: str = opt("auto", "torch backend: auto | cpu | cuda[:N] (faiss uses its GPUs when it has any)",
+                      kind="device")
+    normalize: bool = opt(True, "L2-normalise song vectors first (cosine geometry)")
 
 
 @dataclass
 class RQVAEConfig:
     """Stage 1, train_rqvae.py: a residual-quantised autoencoder."""
 
-    levels: int = 2
-    vocab_size: int = 0  # codes per level; 0 = auto, as rqkmeans.vocab_size
-    latent_dim: int = 32
-    hidden_dims: str = "256,128"  # encoder MLP widths; the decoder mirrors them
-    epochs: int = 60
-    batch_size: int = 256
-    lr: float = 1e-3
-    beta: float = 0.25  # commitment loss weight
-    val_fraction: float = 0.1
-    dead_code_steps: int = 50  # re-seed codes unused for this many steps
-    normalize: bool = True
-    device: str = "auto"  # auto | cpu | cuda
+    levels: int = opt(2, "codes per semantic ID (residual levels)", ge=1)
+    vocab_size: int = opt(0, "codes per level; 0 = auto, as rqkmeans.vocab_size", ge=0)
+    latent_dim: int = opt(32, "dimension of the quantised latent", ge=1)
+    hidden_dims: str = opt("256,128", "encoder MLP widths, comma-separated; the decoder mirrors them",
+                           kind="widths")
+    epochs: int = opt(60, "training epochs (the best validation epoch is kept)", ge=1)
+    batch_size: int = opt(256, "songs per step", ge=1)
+    lr: float = opt(1e-3, "learning rate", gt=0)
+    beta: float = opt(0.25, "commitment loss weight", ge=0)
+    val_fraction: float = opt(0.1, "seeded share of songs held out to choose the best epoch", ge=0, lt=1)
+    dead_code_steps: int = opt(50, "re-seed codes unused for this many steps", ge=1)
+    normalize: bool = opt(True, "L2-normalise song vectors first (cosine geometry)")
+    device: str = opt("auto", "auto | cpu | cuda[:N]", kind="device")
 
 
 @dataclass
 class CorpusConfig:
     """Stage 2, prepare_corpus.py: title -> semantic-ID sequence pairs."""
 
-    extra_columns: str = "auto"  # playlist columns appended to the title: auto (tags when present) | none | a,b
-    normalize: bool = True  # input text: normalised titles (text.normalize_title); false: only whitespace cleaned
-    order: str = "original"  # original | sorted | shuffled
-    token_scheme: str = "level"  # level (<a_12><b_7>) | shared (the original's <id_N>)
-    max_songs: int = 0  # 0 = every song with an ID; else the first max_songs (never splitting a tuple)
-    min_songs: int = 1  # playlists with fewer songs with IDs are dropped and counted
-    collapse_repeats: bool = False  # collapse consecutive songs of one cluster
-    split: str = "grouped"  # grouped (by normalised title) | random
-    val_fraction: float = 0.05
-    test_fraction: float = 0.1
-    train_fraction: float = 1.0  # learning curves: keep this seeded share of the training playlists
+    extra_columns: str = opt("auto", "playlist columns appended to the title: auto (tags when present) | none | a,b")
+    normalize: bool = opt(True, "input text: normalised titles (text.normalize_title); false: only whitespace "
+                                "cleaned")
+    order: str = opt("original", "order of a playlist's songs in its target", choices=ORDERS)
+    token_scheme: str = opt("level", "level (<a_12><b_7>) | shared (the original's <id_N>)", choices=TOKEN_SCHEMES)
+    max_songs: int = opt(0, "0 = every song with an ID; else the first max_songs (never splitting a tuple)", ge=0)
+    min_songs: int = opt(1, "playlists with fewer songs with IDs are dropped and counted", ge=1)
+    collapse_repeats: bool = opt(False, "collapse consecutive songs of one cluster")
+    split: str = opt("grouped", "grouped (by normalised title: no title in two splits) | random",
+                     choices=SPLIT_KINDS)
+    val_fraction: float = opt(0.05, "seeded share of playlists for validation", ge=0, lt=1)
+    test_fraction: float = opt(0.1, "seeded share of playlists for the test", ge=0, lt=1)
+    train_fraction: float = opt(1.0, "learning curves: keep this seeded share of the training playlists", gt=0,
+                                le=1)
 
 
 @dataclass
 class TigerConfig:
     """Stage 3, train_tiger.py: the T5 title -> semantic-ID model."""
 
-    model_name: str = "scratch"  # scratch | a local path to a pretrained T5
-    sp_vocab_size: int = 2000  # SentencePiece vocabulary (scratch), capped by what the titles allow
-    lowercase: bool = True  # scratch tokenizer folds case ("Chill" = "chill")
-    cjk_chars: bool = True  # scratch tokenizer: each Chinese/Japanese/Korean character is one word
-    d_model: int = 128
-    d_ff: int = 512
-    num_layers: int = 2
-    num_decoder_layers: int = 2
-    num_heads: int = 4
-    d_kv: int = 32
-    feed_forward_proj: str = "relu"  # relu | gated-gelu (T5 v1.1)
-    tie_embeddings: bool = True
-    dropout: float = 0.1
-    input_dropout: float = 0.0  # drop each title token of a training example with this probability (unseen wordings)
-    max_source_len: int = 48  # title tokens
-    objective: str = "tuples"  # tuples (each entry: title -> its cluster) | sets (random subsets) | sequence (in order)
-    set_size: int = 20  # objective=sets: clusters per example
-    sets_per_playlist: int = 8  # objective=sets: examples per playlist per epoch
-    max_target_songs: int = 50  # objective=sequence: the first songs of each playlist
-    index_pairs: bool = False  # also train song `name artist` -> its cluster, artist -> their clusters (as in DSI)
-    batch_size: int = 64  # per device
-    lr: float = 2e-3
-    lr_scheduler: str = "linear"  # any transformers scheduler name
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.05
-    epochs: float = 3.0  # with the linear schedule; early stopping may end sooner
-    max_steps: int = -1  # > 0 overrides epochs
-    grad_clip: float = 1.0
-    eval_steps: int = 500
-    save_steps: int = 500  # a multiple of eval_steps
-    save_total_limit: int = 2
-    logging_steps: int = 50
-    early_stopping_patience: int = 5  # evaluations without a better val loss
-    precision: str = "auto"  # auto (bf16 where supported, else fp32) | fp32 | bf16; never fp16
-    num_workers: int = 0
-    threads: int = 0  # torch CPU threads per process; 0 = torch's default, or 1 when the CPU is already busy
-    resume: bool = True  # continue from the last complete checkpoint; false deletes the checkpoints
+    model_name: str = opt("scratch", "scratch | a local folder with a pretrained T5 (nothing is downloaded)",
+                          kind="model")
+    sp_vocab_size: int = opt(2000, "SentencePiece vocabulary (scratch), capped by what the titles allow", ge=1)
+    lowercase: bool = opt(True, "scratch tokenizer folds case (\"Chill\" = \"chill\")")
+    cjk_chars: bool = opt(True, "scratch tokenizer: each Chinese/Japanese/Korean character is one word")
+    d_model: int = opt(128, "T5 hidden size (scratch)", ge=1)
+    d_ff: int = opt(512, "feed-forward width (scratch)", ge=1)
+    num_layers: int = opt(2, "encoder layers (scratch)", ge=1)
+    num_decoder_layers: int = opt(2, "decoder layers (scratch)", ge=1)
+    num_heads: int = opt(4, "attention heads (scratch)", ge=1)
+    d_kv: int = opt(32, "size of each attention head (scratch)", ge=1)
+    feed_forward_proj: str = opt("relu", "relu | gated-gelu (T5 v1.1)", choices=FEED_FORWARD)
+    tie_embeddings: bool = opt(True, "output layer shares the input embeddings (scratch)")
+    dropout: float = opt(0.1, "dropout rate", ge=0, lt=1)
+    input_dropout: float = opt(0.0, "drop each title token of a training example with this probability (unseen "
+                                    "wordings)", ge=0, lt=1)
+    max_source_len: int = opt(48, "title tokens kept", ge=2)
+    objective: str = opt("tuples", "tuples (each entry: title -> its cluster) | sets (random subsets) | sequence "
+                                   "(in order)", choices=OBJECTIVES)
+    set_size: int = opt(20, "objective=sets: clusters per example", ge=1)
+    sets_per_playlist: int = opt(8, "objective=sets: examples per playlist per epoch", ge=1)
+    max_target_songs: int = opt(50, "objective=sequence: the first songs of each playlist", ge=1)
+    index_pairs: bool = opt(False, "also train song `name artist` -> its cluster, artist -> their clusters (as in "
+                                   "DSI)")
+    batch_size: int = opt(64, "examples per step and device", ge=1)
+    lr: float = opt(2e-3, "peak learning rate", gt=0)
+    lr_scheduler: str = opt("linear", "learning-rate schedule (transformers' names)", choices=LR_SCHEDULERS)
+    weight_decay: float = opt(0.01, "AdamW weight decay", ge=0)
+    warmup_ratio: float = opt(0.05, "share of the steps spent warming up the learning rate", ge=0, lt=1)
+    epochs: float = opt(3.0, "passes over the training examples; early stopping may end sooner", gt=0)
+    max_steps: int = opt(-1, "> 0 overrides epochs; -1 = use epochs", ge=-1)
+    grad_clip: float = opt(1.0, "clip the gradient norm to this; 0 = no clipping", ge=0)
+    eval_steps: int = opt(500, "validate every this many steps", ge=1)
+    save_steps: int = opt(500, "checkpoint every this many steps (a multiple of eval_steps)", ge=1)
+    save_total_limit: int = opt(2, "checkpoints kept (the best one always)", ge=1)
+    logging_steps: int = opt(50, "log the training loss every this many steps", ge=1)
+    early_stopping_patience: int = opt(5, "evaluations without a better val loss before stopping", ge=1)
+    precision: str = opt("auto", "auto (bf16 where supported, else fp32) | fp32 | bf16; never fp16",
+                         choices=PRECISIONS)
+    num_workers: int = opt(0, "data loader worker processes", ge=0)
+    threads: int = opt(0, "torch CPU threads per process; 0 = torch's default for this machine (recorded in "
+                          "train_summary.json; 1 is faster on a busy machine)", ge=0)
+    resume: bool = opt(True, "continue from the last complete checkpoint; false deletes the checkpoints")
 
 
 @dataclass
 class RecommendConfig:
     """The recommender generate_playlist.py uses, and settings every recommender shares (playlist_gen.recommend)."""
 
-    method: str = "fusion"  # model | fusion (model + title kNN) | popularity | title_knn | random_cluster
-    fusion_weight: float = 0.5  # fusion: w * P_model(song) + (1 - w) * P_kNN(song)
-    popularity_weight: float = 0.0  # fusion: this share of the mixture goes to training popularity instead
-    knn_text: str = "input"  # title kNN reads: input (the model's input text, tags included) | title
-    knn_neighbors: int = 50  # title kNN: training playlists that vote
-    song_smoothing: float = 0.5  # P(song | cluster) from training counts + this
-    fill_to_k: bool = True  # beam/sample decoding, random clusters: extend the list with the clusters' other songs
+    method: str = opt("fusion", "model | fusion (model + title kNN) | popularity | title_knn | random_cluster",
+                      choices=RECOMMENDERS)
+    fusion_weight: float = opt(0.5, "fusion: w * P_model(song) + (1 - w) * P_kNN(song)", ge=0, le=1)
+    popularity_weight: float = opt(0.0, "fusion: this share of the mixture goes to training popularity instead",
+                                   ge=0, le=1)
+    knn_text: str = opt("input", "title kNN reads: input (the model's input text, tags included) | title",
+                        choices=KNN_TEXTS)
+    knn_neighbors: int = opt(50, "title kNN: training playlists that vote", ge=1)
+    song_smoothing: float = opt(0.5, "P(song | cluster) from training counts + this", ge=0)
+    fill_to_k: bool = opt(True, "beam/sample decoding, random clusters: extend the list with the clusters' other "
+                                "songs")
 
 
 @dataclass
 class GenerateConfig:
     """Generation, shared by evaluate_tiger.py and generate_playlist.py."""
 
-    title: str = ""  # generate_playlist.py one-shot title
-    extra_text: str = ""  # appended to the title as the extra columns were in training (NetEase tags)
-    num_songs: int = 20
-    mode: str = "rank"  # rank (every cluster scored by P(cluster | title)) | beam | sample (a generated sequence)
-    num_beams: int = 4
-    temperature: float = 1.0
-    top_p: float = 0.95
-    pick: str = "random"  # random | popular | weighted
-    no_repeat_cluster: bool = True
-    constrained: bool = True
-    explain: bool = False
-    batch_size: int = 32
-    cpu_threads: int = 1  # torch threads for generation on CPU; 1 is fastest for its small matmuls; 0 = torch's default
+    title: str = opt("", "generate_playlist.py: one title (without it, titles come from stdin or a prompt)")
+    extra_text: str = opt("", "appended to the title as the extra columns were in training (NetEase tags)")
+    num_songs: int = opt(20, "songs per playlist", ge=1)
+    mode: str = opt("rank", "rank (every cluster scored by P(cluster | title)) | beam | sample (a generated "
+                            "sequence)", choices=DECODINGS)
+    num_beams: int = opt(4, "mode=beam: beams", ge=1)
+    temperature: float = opt(1.0, "mode=sample: softmax temperature", gt=0)
+    top_p: float = opt(0.95, "mode=sample: nucleus share", gt=0, le=1)
+    pick: str = opt("random", "cluster -> song: random | popular | weighted (by training count)", choices=PICKS)
+    no_repeat_cluster: bool = opt(True, "beam/sample: never the same cluster twice")
+    constrained: bool = opt(True, "beam/sample: only real clusters can be generated")
+    explain: bool = opt(False, "print a few other songs of each song's cluster")
+    batch_size: int = opt(32, "titles per generation batch", ge=1)
+    cpu_threads: int = opt(1, "torch threads for generation on CPU; 1 is fastest for its small matmuls; 0 = "
+                              "torch's default", ge=0)
 
 
 @dataclass
 class EvalConfig:
     """Stage 4, evaluate_tiger.py."""
 
-    methods: str = "model,fusion,popularity,title_knn,random_cluster"  # compared in one run, on the same playlists
-    split: str = "test"  # test | val
-    k: int = 100  # NDCG@K, Recall@K
-    n_clusters: int = 0  # clusters per test playlist, every method alike; 0 = median distinct clusters in training
-    song_pick: str = "popular"  # cluster -> song (beam/sample decoding, random clusters): popular | random | weighted
-    max_playlists: int = 0  # 0 = the whole test split
-    examples: int = 50  # playlists written to evaluation_results.txt
+    methods: str = opt("model,fusion,popularity,title_knn,random_cluster", "recommenders compared in one run, on "
+                       "the same playlists (comma-separated)", each=RECOMMENDERS)
+    split: str = opt("test", "playlists scored", choices=EVAL_SPLITS)
+    k: int = opt(100, "songs ranked per playlist: NDCG@K, Recall@K", ge=1)
+    n_clusters: int = opt(0, "clusters per test playlist, every method alike; 0 = median distinct clusters in "
+                             "training", ge=0)
+    song_pick: str = opt("popular", "cluster -> song (beam/sample decoding, random clusters)", choices=PICKS)
+    max_playlists: int = opt(0, "0 = the whole test split", ge=0)
+    examples: int = opt(50, "playlists written to evaluation_results.txt", ge=0)
+
+
+# (keys, holds(cfg), what must hold): checks of two fields at once, run with the field checks
+CROSS_CHECKS = (
+    (("demo.min_songs", "demo.max_songs"), lambda c: c.demo.min_songs <= c.demo.max_songs, "min_songs <= max_songs"),
+    (("corpus.val_fraction", "corpus.test_fraction"), lambda c: c.corpus.val_fraction + c.corpus.test_fraction < 1,
+     "their sum below 1"),
+    (("tiger.save_steps", "tiger.eval_steps"), lambda c: c.tiger.save_steps % c.tiger.eval_steps == 0,
+     "save_steps a multiple of eval_steps (the best checkpoint is chosen at evaluations)"),
+)
 
 
 @dataclass
 class Config:
-    data_dir: str = "data"
-    output_dir: str = "outputs"
-    model_dir: str = "models"
-    seed: int = 42
+    data_dir: str = opt("data", "the four input CSVs (prepare_data.py writes or checks them)", kind="folder")
+    output_dir: str = opt("outputs", "semantic IDs, corpus, reports and metrics", kind="folder")
+    model_dir: str = opt("models", "checkpoints and the trained model", kind="folder")
+    seed: int = opt(42, "one seed for every random choice of every stage", ge=0, le=MAX_SEED)
     data: DataConfig = field(default_factory=DataConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     vectors: VectorsConfig = field(default_factory=VectorsConfig)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from config import PICKS
+
 from .io import PipelineError, atomic_write
 
 log = logging.getLogger(__name__)
-
-PICKS = ("random", "popular", "weighted")
 
 
 class SongIndex:

@@ -3,17 +3,19 @@
 `--section.field=value` (or `--section.field value`) sets one field; a field name that is
 unique across the config may be given alone (`--source=demo` means `--data.source=demo`,
 `--title "深夜emo"` means `--generate.title`). A bare `--flag` sets a bool field to true.
-Unknown keys and values of the wrong type exit with status 2 and name the valid keys.
+Unknown keys, values of the wrong type and values outside a field's allowed values (declared with the
+field in config.py) exit with status 2 in one line. `--help` lists the script's own sections first.
 """
 
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
 
-from config import Config
+from config import CROSS_CHECKS, DEVICES, Config
 
 from .io import PipelineError, atomic_write
 
@@ -21,18 +23,27 @@ log = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+COMMON = "paths and seed"
 
 
-def _fields(cfg) -> dict:
-    """Every settable dotted key -> (owner object, field name, type)."""
+@dataclasses.dataclass
+class Field:
+    owner: object
+    name: str
+    type: type
+    meta: dict
+
+
+def _fields(cfg) -> dict[str, Field]:
+    """Every settable dotted key -> its field."""
     out = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             for g in dataclasses.fields(value):
-                out[f"{f.name}.{g.name}"] = (value, g.name, type(getattr(value, g.name)))
+                out[f"{f.name}.{g.name}"] = Field(value, g.name, type(getattr(value, g.name)), dict(g.metadata))
         else:
-            out[f.name] = (cfg, f.name, type(value))
+            out[f.name] = Field(cfg, f.name, type(value), dict(f.metadata))
     return out
 
 
@@ -64,39 +75,131 @@ def _usage_error(msg: str):
     raise SystemExit(2)
 
 
-def format_help(cfg: Config, description: str = "") -> str:
-    lines = [description.strip(), "", "Options (--key=value; defaults shown):"] if description else []
-    for key, (owner, name, typ) in _fields(cfg).items():
-        lines.append(f"  --{key}={getattr(owner, name)!r}  ({typ.__name__})")
+def allowed(meta: dict) -> str:
+    """The allowed values of a field, as --help and the error messages show them."""
+    if "choices" in meta:
+        return " | ".join(meta["choices"])
+    if "each" in meta:
+        return "a comma-separated list of " + " | ".join(meta["each"])
+    bounds = [f"{op} {meta[k]}" for k, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if k in meta]
+    kinds = {"device": " | ".join(DEVICES) + "[:N]", "widths": "comma-separated positive integers",
+             "model": "scratch | a local folder"}
+    return ", ".join(bounds) if bounds else kinds.get(meta.get("kind"), "")
+
+
+def _problem(value, meta: dict) -> str | None:
+    """Why `value` is not allowed by the field's rules (None when it is)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    for key, ok in (("gt", lambda b: value > b), ("ge", lambda b: value >= b), ("lt", lambda b: value < b),
+                    ("le", lambda b: value <= b)):
+        if key in meta and not ok(meta[key]):
+            return f"must be {allowed(meta)}"
+    if "choices" in meta and value not in meta["choices"]:
+        return f"choose one of {allowed(meta)}"
+    if "each" in meta:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items or any(v not in meta["each"] for v in items):
+            return f"give {allowed(meta)}"
+    kind = meta.get("kind")
+    if kind == "nonblank" and not value.strip():
+        return "must not be empty"
+    if kind == "folder" and Path(value).exists() and not Path(value).is_dir():
+        return "is a file; give a folder"
+    if kind == "widths" and not all(p.strip().isdigit() and int(p) > 0 for p in value.split(",")):
+        return f"give {allowed(meta)} such as '256,128'"
+    if kind == "device":
+        if value.split(":")[0] not in DEVICES or (":" in value and not value.startswith("cuda:")):
+            return f"choose one of {allowed(meta)}"
+        if value.startswith("cuda"):  # only then pay for importing torch
+            from .device import resolve_device
+
+            try:
+                resolve_device(value)
+            except PipelineError as e:
+                return str(e)
+    if kind == "model" and value != "scratch" and not Path(value).is_dir():
+        return "use scratch or a local folder with a pretrained T5 (nothing is downloaded)"
+    return None
+
+
+def check_values(cfg: Config) -> None:
+    """Every field within its declared allowed values, and the CROSS_CHECKS; else exit 2 naming the option."""
+    for key, f in _fields(cfg).items():
+        value = getattr(f.owner, f.name)
+        problem = _problem(value, f.meta)
+        if problem:
+            _usage_error(f"--{key}={value!r}: {problem}")
+    for keys, holds, what in CROSS_CHECKS:
+        if not holds(cfg):
+            values = ", ".join(f"--{k}={_get(cfg, k)!r}" for k in keys)
+            _usage_error(f"{values}: need {what}")
+
+
+def _get(cfg, key: str):
+    section, _, name = key.rpartition(".")
+    return getattr(getattr(cfg, section) if section else cfg, name)
+
+
+def format_help(cfg: Config, description: str = "", sections: tuple = ()) -> str:
+    """The description, then the options: paths and seed, the script's own sections, then every other section
+    (accepted everywhere, used by the stages they name); per option its default, allowed values and meaning."""
+    fields = _fields(cfg)
+    groups: dict[str, list] = {COMMON: []}
+    for key in fields:
+        groups.setdefault(key.rpartition(".")[0] or COMMON, []).append(key)
+    own = [COMMON, *sections]
+    others = [g for g in groups if g not in own]
+    lines = [description.strip(), ""] if description else []
+    lines.append("Options (--key=value, or --field=value when the field name is unique); default, allowed values:")
+    for group in own + others:
+        if others and group == others[0]:
+            lines += ["", "Options of the other stages (accepted here too):"]
+        doc = getattr(cfg, group).__doc__ if group != COMMON else ""
+        lines += ["", f"[{group}] {doc.splitlines()[0] if doc else ''}".rstrip()]
+        for key in groups[group]:
+            f = fields[key]
+            rule = allowed(f.meta)
+            lines.append(f"  --{key}={getattr(f.owner, f.name)!r}" + (f"  ({rule})" if rule else ""))
+            lines.append(f"      {f.meta.get('help', '')}")
     return "\n".join(lines)
 
 
-def parse_config(argv=None, description: str = "") -> Config:
-    """Return a Config with the overrides in `argv` (default: sys.argv[1:]) applied."""
+def parse_config(argv=None, description: str = "", sections: tuple = ()) -> Config:
+    """Return a Config with the overrides in `argv` (default: sys.argv[1:]) applied and every value checked.
+    `sections`: the config sections of the calling script, listed first by --help."""
+    return parse_overrides(argv, description, sections)[0]
+
+
+def parse_overrides(argv=None, description: str = "", sections: tuple = ()) -> tuple[Config, set[str]]:
+    """parse_config, and the dotted keys the command line set (`--title ""` is set: the user asked for it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = Config()
     fields = _fields(cfg)
+    given = set()
     i = 0
     while i < len(argv):
         arg = argv[i]
         i += 1
         if arg in ("-h", "--help"):
-            print(format_help(cfg, description))
+            print(format_help(cfg, description, sections))
             raise SystemExit(0)
         if not arg.startswith("--") or len(arg) == 2:
             _usage_error(f"unexpected argument {arg!r}: options look like --key=value (see --help)")
         key, eq, raw = arg[2:].partition("=")
         key = _resolve(key, fields)
-        owner, name, typ = fields[key]
+        f = fields[key]
         if not eq:
-            if typ is bool and (i >= len(argv) or argv[i].lower() not in _TRUE | _FALSE):
+            if f.type is bool and (i >= len(argv) or argv[i].lower() not in _TRUE | _FALSE):
                 raw = "true"
             elif i < len(argv):
                 raw, i = argv[i], i + 1
             else:
                 _usage_error(f"--{key} needs a value")
-        setattr(owner, name, _convert(key, raw, typ))
-    return cfg
+        setattr(f.owner, f.name, _convert(key, raw, f.type))
+        given.add(key)
+    check_values(cfg)
+    return cfg, given
 
 
 def save_config(cfg: Config, stage: str, path: Path | None = None) -> Path:
@@ -113,7 +216,8 @@ def setup_logging(level=logging.INFO) -> None:
 
 
 def run_script(main) -> None:
-    """Run a stage's main(); a PipelineError becomes one line on stderr and exit status 1."""
+    """Run a stage's main(); a PipelineError (or an OSError such as a full disk or a denied folder) becomes one
+    line on stderr and exit status 1."""
     setup_logging()
     try:
         main()
@@ -126,3 +230,7 @@ def run_script(main) -> None:
     except BrokenPipeError:  # output piped into `head` and closed early: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(141) from None
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from config import ORDERS
+
 from . import tokens
 from .io import PipelineError, atomic_write, read_json, require_file
 from .text import EXTRA_SEPARATOR, clean_text, normalize_title, title_key
@@ -28,7 +30,6 @@ SPLITS = ("train", "val", "test")
 COLUMNS = ("glid", "title", "target")
 MADE_BY = "run `python prepare_corpus.py` first"
 EXTRA_AUTO = ("tags",)  # extra_columns=auto: these columns, when the info file has them
-ORDERS = ("original", "sorted", "shuffled")
 TARGET_CHUNK = 100_000  # playlists joined per step: bounds the per-entry string list (memory)
 _TSV_SPECIAL = re.compile(r'[\t\n\r"]')  # characters that may make the csv module quote a field
 

@@ -7,9 +7,9 @@ without it).
 
 import os
 
-from .io import PipelineError
+from config import DEVICES
 
-DEVICES = ("auto", "cpu", "cuda")
+from .io import PipelineError
 
 
 def resolve_device(setting: str = "auto", local_rank: int = 0, cpu_threads: int = 0) -> str:

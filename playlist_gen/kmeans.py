@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from config import KMEANS_BACKENDS as BACKENDS
+
 from .io import PipelineError, atomic_write, require_file
 
 log = logging.getLogger(__name__)
@@ -270,9 +272,6 @@ class FaissKMeans:
         return KMeansResult(centroids=km.centroids.copy(), assign=assign.ravel().astype(np.int64),
                             inertia=float(dist.astype(np.float64).sum()), obj=[float(o) for o in km.obj],
                             train_s=train_s)
-
-
-BACKENDS = ("auto", "torch", "faiss")
 
 
 def make_kmeans(backend: str = "auto", seed: int = 0, device: str = "auto"):

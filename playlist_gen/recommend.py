@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from config import DECODINGS, KNN_TEXTS
+from config import RECOMMENDERS as METHODS
+
 from .catalogue import Catalogue, fill_from_clusters, pick_songs
 from .io import PipelineError
 from .text import EXTRA_SEPARATOR
 
 log = logging.getLogger(__name__)
-
-DECODINGS = ("rank", "beam", "sample")
-METHODS = ("model", "fusion", "popularity", "title_knn", "random_cluster")
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,6 @@ class Popularity(Recommender):
 
     def recommend(self, requests):
         return [from_song_scores(self.catalogue, p, r) for p, r in zip(self.song_distributions(requests), requests)]
-
-
-KNN_TEXTS = ("input", "title")
 
 
 class TitleKNN(Recommender):

@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from config import VECTOR_METHODS as METHODS
+
 from .io import PipelineError
 
 log = logging.getLogger(__name__)
-
-METHODS = ("sqrtlen", "bm25", "tfidf", "binary", "ppmi")
 
 
 def entry_codes(songs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.Index, pd.Index]:

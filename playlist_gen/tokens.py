@@ -10,7 +10,8 @@ import string
 
 import numpy as np
 
-SCHEMES = ("level", "shared")
+from config import TOKEN_SCHEMES as SCHEMES
+
 _LEVEL_NAMES = string.ascii_lowercase
 _TOKEN_RE = re.compile(r"<([a-z]+)_(\d+)>")
 

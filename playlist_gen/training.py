@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from config import OBJECTIVES
+
 from .io import PipelineError, atomic_write, read_json, write_json
 from .modeling import EOS
 
@@ -26,9 +28,6 @@ RUN_INFO = "run_info.json"  # in the checkpoint folder: what the checkpoints wer
 ARCH_FIELDS = ("model_name", "sp_vocab_size", "lowercase", "cjk_chars", "d_model", "d_ff", "num_layers",
                "num_decoder_layers", "num_heads", "d_kv", "feed_forward_proj", "tie_embeddings", "max_source_len",
                "objective", "set_size", "sets_per_playlist", "max_target_songs", "index_pairs", "input_dropout")
-
-
-OBJECTIVES = ("tuples", "sets", "sequence")
 
 
 class TargetExamples(torch.utils.data.Dataset):

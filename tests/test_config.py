@@ -63,3 +63,63 @@ def test_save_config_round_trip(tmp_path):
 def test_script_unknown_key_exits_2():
     r = subprocess.run([sys.executable, "train_rq_kmeans.py", "--nope=1"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "valid keys" in r.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--tiger.lr=-1"], "--tiger.lr=-1.0: must be > 0"),
+    (["--tiger.lr=nan"], "--tiger.lr=nan: must be a finite number"),
+    (["--tiger.batch_size=0"], "--tiger.batch_size=0: must be >= 1"),
+    (["--tiger.dropout=1.5"], "--tiger.dropout=1.5: must be >= 0, < 1"),
+    (["--tiger.lr_scheduler=nope"], "--tiger.lr_scheduler='nope': choose one of linear | cosine"),
+    (["--eval.k=0"], "--eval.k=0: must be >= 1"),
+    (["--generate.num_beams=0"], "--generate.num_beams=0: must be >= 1"),
+    (["--mode=sample", "--temperature=0"], "--generate.temperature=0.0: must be > 0"),
+    (["--seed=-1"], "--seed=-1: must be >= 0"),
+    (["--tiger.epochs=0"], "--tiger.epochs=0.0: must be > 0"),
+    (["--eval.methods=model,nope"], "--eval.methods='model,nope': give a comma-separated list of model | fusion"),
+    (["--rqvae.hidden_dims=256,x"], "--rqvae.hidden_dims='256,x': give comma-separated positive integers"),
+    (["--tiger.model_name=typo"], "--tiger.model_name='typo': use scratch or a local folder"),
+    (["--corpus.val_fraction=0.5", "--corpus.test_fraction=0.5"], "need their sum below 1"),
+    (["--tiger.eval_steps=3", "--tiger.save_steps=4"], "need save_steps a multiple of eval_steps"),
+    (["--data.title_col= "], "--data.title_col=' ': must not be empty"),
+])
+def test_values_outside_the_declared_ones_exit_2_in_one_line(args, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_config(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and err.count("\n") == 1, err
+
+
+def test_a_file_where_a_folder_belongs_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit):
+        parse_config([f"--output_dir={tmp_path / 'f'}"])
+    assert capsys.readouterr().err == f"error: --output_dir='{tmp_path / 'f'}': is a file; give a folder\n"
+
+
+def test_cuda_without_a_gpu_is_refused_with_the_options(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit):
+        parse_config(["--rqkmeans.device=cuda"])
+    assert "--rqkmeans.device='cuda': device 'cuda' asked for, but torch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_every_field_has_a_description_and_allowed_values_that_match_the_code():
+    import dataclasses
+
+    from transformers import SchedulerType
+
+    import config
+
+    for section in dataclasses.fields(Config()):
+        fields = dataclasses.fields(section.type) if dataclasses.is_dataclass(section.type) else [section]
+        for f in fields:
+            assert f.metadata.get("help"), f"{section.name}.{f.name} has no description"
+    assert set(config.LR_SCHEDULERS) == {s.value for s in SchedulerType}
+    from playlist_gen.t5_runtime import ACTIVATIONS
+
+    assert all(ff.split("-")[-1] in ACTIVATIONS or ff == "gated-gelu" for ff in config.FEED_FORWARD)
+

@@ -198,15 +198,26 @@ def test_bad_input_is_one_error_line_and_exit_1(demo, tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--source=spotify"], "choose one of demo, mpd, csv"),
     (["--source=mpd"], "--source=mpd needs --path"),
     (["--source=mpd", "--path=/nonexistent/mpd"], "/nonexistent/mpd not found: point --path at an MPD slice"),
     (["--source=csv"], "gen_playlist_info.csv not found: run `python prepare_data.py --source=demo`"),
-    (SMALL_DEMO + ["--demo.min_songs=40"], "--demo.min_songs <= --demo.max_songs"),
 ])
 def test_usage_errors(tmp_path, args, needle):
     with pytest.raises(PipelineError, match=re.escape(needle)):
         run(tmp_path, "h", *args)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--source=spotify"], "--data.source='spotify': choose one of demo | mpd | csv"),
+    (SMALL_DEMO + ["--demo.min_songs=40"], "--demo.min_songs=40, --demo.max_songs=30: need min_songs <= max_songs"),
+    (["--source=demo", "--demo.n_playlists=0"], "--demo.n_playlists=0: must be >= 1"),  # was a NaN traceback
+    (["--source=mpd", "--vectors.dim=0"], "--vectors.dim=0: must be >= 1"),  # was blamed on the song count
+])
+def test_option_errors_exit_2_before_any_work(tmp_path, args, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, "h", *args)
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == f"error: {needle}"
+    assert not (tmp_path / "h").exists()
 
 
 def test_real_mpd_slice(mpd_path, tmp_path):
