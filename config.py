@@ -296,8 +296,18 @@ class Config:
         return Path(self.data_dir) / self.data.song_info_file
 
     @property
+    def built_vectors_path(self) -> Path:
+        """Song vectors prepare_data.py built from co-occurrence: apart from the user's own song_vectors.csv."""
+        return Path(self.data_dir) / "song_vectors_built.csv"
+
+    @property
     def data_report_path(self) -> Path:
         return Path(self.data_dir) / "data_report.json"
+
+    def manifest_path(self, product: str) -> Path:
+        """What a stage read, ran with and wrote (playlist_gen.manifest), beside its products."""
+        root = {"data": self.data_dir, "model": self.model_dir}.get(product, self.output_dir)
+        return Path(root) / "manifests" / f"{product}.json"
 
     # ---- stage 1: semantic IDs (output_dir) ----
     def method_dir(self, method: str) -> Path:

@@ -8,15 +8,27 @@ outputs/collisions_report.json and a histogram of cluster sizes (outputs/cluster
 """
 
 from playlist_gen.cli import parse_config, run_script, save_config
-from playlist_gen.collisions import build_reports, format_table, write_report
+
+SECTIONS = ("rqkmeans", "rqvae")  # the config sections --help lists first
 
 
 def main(argv=None):
-    cfg = parse_config(argv, __doc__)
-    reports = build_reports(cfg)
+    cfg = parse_config(argv, __doc__, SECTIONS)
+    from playlist_gen import manifest
+    from playlist_gen.collisions import build_reports, format_table, write_report
+
+    reads = manifest.Reads(cfg)
+    method_files = [cfg.method_dir(m) / name for m in ("rqkmeans", "rqvae") for name in ("codebooks.npz", "rqvae.pt")]
+    reads.require("semantic_ids", [cfg.semantic_ids_path, cfg.semantic_meta_path], optional=method_files)
+    vectors = manifest.require_vectors(reads)
+    reads.require("data", [cfg.song_info_path] if cfg.song_info_path.exists() else [])
+    reports = build_reports(cfg, vectors)
+    files = [cfg.collisions_report_path, cfg.collisions_png_path]
+    manifest.begin(cfg, "collisions", files)
     write_report(cfg, reports)
     print(format_table(reports))
     save_config(cfg, "debug_collisions")
+    manifest.finish(cfg, "collisions", files, reads)
     return reports
 
 

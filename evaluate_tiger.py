@@ -108,8 +108,11 @@ def write_examples(path, records: list[dict], index, method: str, n: int, header
             f.writelines(line(j, s, set(real)) + "\n" for j, s in enumerate(gen, 1))
 
 
+SECTIONS = ("eval", "recommend", "generate")  # the config sections --help lists first
+
+
 def main(argv=None):
-    cfg = parse_config(argv, __doc__)
+    cfg = parse_config(argv, __doc__, SECTIONS)
     from playlist_gen.catalogue import load_catalogue
     from playlist_gen.corpus import read_corpus_meta
     from playlist_gen.data import load_playlists
@@ -120,6 +123,7 @@ def main(argv=None):
     methods = [m.strip() for m in cfg.eval.methods.split(",") if m.strip()]
     if {"model", "fusion"} & set(methods):
         require_model(cfg)
+    reads = require_inputs(cfg, {"model", "fusion"} & set(methods))
     dist = Distributed("auto", cfg.generate.cpu_threads)
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)
@@ -142,20 +146,39 @@ def main(argv=None):
         gathered = dist.gather(records)
         if dist.is_main:
             records = sorted((r for part in gathered for r in part), key=lambda r: r["i"])
-            report(cfg, methods, records, catalogue, n)
+            report(cfg, methods, records, catalogue, n, reads)
     finally:
         dist.close()
 
 
-def report(cfg, methods, records: list[dict], catalogue, n: int) -> None:
+def require_inputs(cfg, model: bool):
+    """Everything evaluated, checked against its manifest: the model (trained on the current corpus and IDs), the
+    corpus, the IDs and the playlists."""
+    from playlist_gen import manifest
+
+    reads = manifest.Reads(cfg)
+    if model:
+        reads.require("model", [cfg.final_model_dir])
+    reads.require("corpus", [cfg.split_path(cfg.eval.split), cfg.split_path("train"), cfg.corpus_meta_path])
+    reads.require("semantic_ids", [cfg.semantic_ids_path, cfg.semantic_meta_path])
+    reads.require("data", [cfg.playlist_info_path, cfg.playlist_song_path, cfg.song_info_path])
+    return reads
+
+
+def report(cfg, methods, records: list[dict], catalogue, n: int, reads) -> None:
+    from playlist_gen import manifest
+
     table = summarize(records, methods, set(catalogue.index.song_cluster))
     print(format_table(table))
+    files = [cfg.metrics_path, cfg.evaluation_results_path]
+    manifest.begin(cfg, "evaluation", files)
     write_json(cfg.metrics_path, table)
     shown = cfg.recommend.method if cfg.recommend.method in methods else methods[0]
     header = (f"{shown}: decoding {cfg.generate.mode}, {n} clusters per playlist, K={cfg.eval.k}, "
               f"fusion weight {cfg.recommend.fusion_weight}")
     write_examples(cfg.evaluation_results_path, records[:cfg.eval.examples], catalogue.index, shown, n, header)
     save_config(cfg, "evaluate_tiger")
+    manifest.finish(cfg, "evaluation", files, reads)
     log.info("wrote %s and %s", cfg.metrics_path, cfg.evaluation_results_path)
 
 

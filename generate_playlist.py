@@ -21,19 +21,19 @@ EXIT_WORDS = {"exit", "quit", "q", "退出"}
 
 
 def check_options(cfg) -> None:
-    """Fail before any loading (and before the prompt) on a bad option or a missing model."""
-    from playlist_gen.catalogue import PICKS
+    """Fail before any loading (and before the prompt) on a missing model or a stale or half-written stage: the
+    manifests' chain and stamps (size, mtime) of what is read, so no large file is hashed on the way to the first
+    playlist. Option values were checked with the config."""
+    from playlist_gen import manifest
     from playlist_gen.generation import require_model
-    from playlist_gen.io import PipelineError
-    from playlist_gen.recommend import DECODINGS, METHODS
 
-    g, method = cfg.generate, cfg.recommend.method
-    if g.mode not in DECODINGS or g.pick not in PICKS or g.num_songs < 1 or method not in METHODS:
-        raise PipelineError(f"--mode must be one of {DECODINGS}, --pick one of {PICKS}, --num_songs at least 1, "
-                            f"--recommend.method one of {METHODS} (got {g.mode!r}, {g.pick!r}, {g.num_songs}, "
-                            f"{method!r})")
-    if method in ("model", "fusion"):
+    reads = manifest.Reads(cfg, thorough=False)
+    if cfg.recommend.method in ("model", "fusion"):
         require_model(cfg)
+        reads.require("model", [cfg.final_model_dir])
+    reads.require("corpus", [cfg.split_path("train"), cfg.corpus_meta_path])
+    reads.require("semantic_ids", [cfg.semantic_ids_path])
+    reads.require("data", [cfg.playlist_info_path, cfg.playlist_song_path, cfg.song_info_path])
 
 
 class Background:
@@ -135,8 +135,11 @@ def repl(maker: Background) -> None:
             return
 
 
+SECTIONS = ("generate", "recommend")  # the config sections --help lists first
+
+
 def main(argv=None):
-    cfg = parse_config(argv, __doc__)
+    cfg = parse_config(argv, __doc__, SECTIONS)
     if cfg.generate.title.strip():
         PlaylistMaker(cfg).show(cfg.generate.title)
     elif not sys.stdin.isatty():

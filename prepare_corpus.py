@@ -7,18 +7,25 @@ codebook sizes later stages read.
 
 import logging
 
-from playlist_gen import corpus
 from playlist_gen.cli import parse_config, run_script, save_config
-from playlist_gen.data import load_playlists
 from playlist_gen.io import PipelineError, write_json
-from playlist_gen.semantic_ids import load_semantic_ids
 
 log = logging.getLogger(__name__)
 
+SECTIONS = ("corpus",)  # the config sections --help lists first
+
 
 def main(argv=None):
-    cfg = parse_config(argv, __doc__)
+    cfg = parse_config(argv, __doc__, SECTIONS)
+    from playlist_gen import corpus, manifest
+    from playlist_gen.data import load_playlists
+    from playlist_gen.semantic_ids import load_semantic_ids
+
     cc = cfg.corpus
+    reads = manifest.Reads(cfg)
+    reads.require("semantic_ids", [cfg.semantic_ids_path, cfg.semantic_meta_path])
+    reads.require("data", [cfg.playlist_info_path, cfg.playlist_song_path, cfg.song_info_path],
+                  optional=[cfg.data_report_path])
     song_to_ids, id_meta = load_semantic_ids(cfg)
     playlists = load_playlists(cfg)
     corpus.check_vector_split(cfg)
@@ -28,11 +35,14 @@ def main(argv=None):
     if sizes["train"] == 0 or (cc.val_fraction > 0 and sizes["val"] == 0):
         raise PipelineError(f"splits {sizes} leave no training or validation playlists ({len(pairs):,} playlists "
                             "kept); check the data, --corpus.min_songs and the split fractions")
+    files = [*(cfg.split_path(split) for split in corpus.SPLITS), cfg.corpus_meta_path]
+    manifest.begin(cfg, "corpus", files)
     for split in corpus.SPLITS:
         corpus.write_split(cfg.split_path(split), pairs[labels == split])
     corpus.log_counts(counts, sizes)
     write_json(cfg.corpus_meta_path, corpus.corpus_meta(cc, counts, sizes, id_meta, cfg.seed))
     save_config(cfg, "prepare_corpus")
+    manifest.finish(cfg, "corpus", files, reads)
     log.info("wrote %s and %s", ", ".join(str(cfg.split_path(s)) for s in corpus.SPLITS), cfg.corpus_meta_path)
 
 

@@ -1,7 +1,7 @@
 """Stage 1 (RQ-KMeans): give every song a semantic ID by residual k-means on its vector.
 
-Reads song_vectors.csv (made by prepare_data.py), optionally L2-normalises the vectors, fits one
-k-means codebook per level on the residuals of the previous levels and writes
+Reads the song vectors of prepare_data.py (song_vectors.csv, or song_vectors_built.csv), optionally
+L2-normalises them, fits one k-means codebook per level on the residuals of the previous levels and writes
 outputs/song_semantic_ids.jsonl ({"song_id": ..., "semantic_ids": [...]}, every song once), its
 metadata, and the codebooks (for debug_collisions.py) under outputs/semantic_ids/rqkmeans/.
 """
@@ -9,38 +9,45 @@ metadata, and the codebooks (for debug_collisions.py) under outputs/semantic_ids
 import time
 
 from playlist_gen.cli import parse_config, run_script, save_config
-from playlist_gen.data import load_song_vectors
-from playlist_gen.kmeans import (
-    CODEBOOKS_FILE,
-    code_usage,
-    codebook_sizes,
-    l2_normalize,
-    make_kmeans,
-    residual_kmeans,
-    save_codebooks,
-)
-from playlist_gen.semantic_ids import save_outputs
 
 METHOD = "rqkmeans"
+SECTIONS = ("rqkmeans",)  # the config sections --help lists first
 
 
 def main(argv=None):
-    cfg = parse_config(argv, __doc__)
+    cfg = parse_config(argv, __doc__, SECTIONS)
+    from playlist_gen import manifest
+    from playlist_gen.data import load_song_vectors
+    from playlist_gen.kmeans import (
+        CODEBOOKS_FILE,
+        code_usage,
+        codebook_sizes,
+        l2_normalize,
+        make_kmeans,
+        residual_kmeans,
+        save_codebooks,
+    )
+    from playlist_gen.semantic_ids import output_files, save_outputs
+
     rq_cfg = cfg.rqkmeans
     t0 = time.perf_counter()
-    song_ids, X = load_song_vectors(cfg.song_vectors_path)
+    reads = manifest.Reads(cfg)
+    song_ids, X = load_song_vectors(manifest.require_vectors(reads))
     sizes = codebook_sizes(rq_cfg.levels, rq_cfg.vocab_size, len(song_ids))
     kmeans = make_kmeans(rq_cfg.backend, seed=cfg.seed, device=rq_cfg.device)
     rq = residual_kmeans(l2_normalize(X) if rq_cfg.normalize else X, sizes, kmeans, rq_cfg.n_iter)
-    save_codebooks(cfg.method_dir(METHOD) / CODEBOOKS_FILE, rq.codebooks, normalize=rq_cfg.normalize)
     meta = {"method": METHOD, "levels": rq_cfg.levels, "codebook_sizes": rq.codebook_sizes, "dim": X.shape[1],
             "normalize": rq_cfg.normalize, "n_songs": len(song_ids), "vocab_size_requested": rq_cfg.vocab_size,
             "backend": kmeans.name, "device": str(getattr(kmeans, "device", "faiss")), "n_iter": rq_cfg.n_iter,
             "seed": cfg.seed, "residual_energy": rq.inertia, "usage": code_usage(rq.codes, rq.codebook_sizes),
             "seconds": {"kmeans_per_level": rq.seconds, "total": time.perf_counter() - t0},
             "codebooks_file": CODEBOOKS_FILE}
+    files = [cfg.method_dir(METHOD) / CODEBOOKS_FILE, *output_files(cfg, METHOD)]
+    manifest.begin(cfg, "semantic_ids", files, "python train_rq_kmeans.py")
+    save_codebooks(files[0], rq.codebooks, normalize=rq_cfg.normalize)
     save_outputs(cfg, METHOD, song_ids, rq.codes, meta)
     save_config(cfg, "train_rq_kmeans")
+    manifest.finish(cfg, "semantic_ids", files, reads, "python train_rq_kmeans.py")
 
 
 if __name__ == "__main__":

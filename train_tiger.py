@@ -2,37 +2,45 @@
 
 Reads train.tsv/val.tsv and corpus_meta.json (output_dir), trains with early stopping on validation
 loss, checkpointing every --tiger.save_steps to model_dir/tiger_checkpoints and resuming from the last
-checkpoint when re-run. Writes model_dir/tiger_final (model, tokenizer, tiger_meta.json), the loss
-curve and train_summary.json. One device: `python train_tiger.py`; several: `torchrun
---nproc_per_node=N train_tiger.py` (GPUs, or CPU processes with gloo).
+checkpoint when re-run. Writes model_dir/tiger_final (model, tokenizer, tiger_meta.json with the manifest ids of
+the corpus and semantic IDs it was trained on), the loss curve and train_summary.json. One device: `python
+train_tiger.py`; several: `torchrun --nproc_per_node=N train_tiger.py` (GPUs, or CPU processes with gloo).
 """
 
 import logging
 import time
 
-import pandas as pd
-from transformers import set_seed
-
-from playlist_gen import training
 from playlist_gen.cli import parse_config, run_script, save_config
-from playlist_gen.io import write_json
-from playlist_gen.modeling import build_model, save_final, semantic_tokens
+from playlist_gen.io import PipelineError
 
 log = logging.getLogger(__name__)
 
+SECTIONS = ("tiger",)  # the config sections --help lists first
+
 
 def main(argv=None):
-    cfg = parse_config(argv, __doc__)
+    cfg = parse_config(argv, __doc__, SECTIONS)
+    import pandas as pd
+    from transformers import set_seed
+
+    from playlist_gen import manifest, training
+    from playlist_gen.io import write_json
+    from playlist_gen.modeling import build_model, save_final, semantic_tokens
+
     tc = cfg.tiger
-    corpus_meta, id_meta, train_df, val_df = training.load_corpus(cfg)
+    reads = manifest.Reads(cfg)
+    corpus_meta, id_meta, train_df, val_df = training.load_corpus(cfg, reads)
     if tc.index_pairs:  # pseudo-playlists of song and artist names, trained like titles
+        reads.require("semantic_ids", [cfg.semantic_ids_path])
+        reads.require("data", [cfg.song_info_path])
         train_df = pd.concat([train_df, training.index_rows(cfg, corpus_meta["token_scheme"])], ignore_index=True)
+    trained_on = {"corpus": reads.upstream["corpus"], "semantic_ids": reads.upstream["semantic_ids"]}
     args = training.training_arguments(cfg)  # sets up torch.distributed under torchrun
     is_main = args.process_index == 0
     if not is_main:
         logging.getLogger().setLevel(logging.WARNING)
     semantic = semantic_tokens(corpus_meta)
-    fp = training.fingerprint(tc, corpus_meta)
+    fp = training.fingerprint(tc, corpus_meta, trained_on)
     tok, last = training.shared_tokenizer(cfg, args, list(train_df["title"]), semantic, fp)
     set_seed(cfg.seed)  # same initial weights on every rank
     model = build_model(tc, tok)
@@ -45,10 +53,15 @@ def main(argv=None):
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     seconds = time.perf_counter() - start
+    if trainer.state.global_step == 0:
+        raise PipelineError(f"no training step ran; {cfg.final_model_dir} is left as it was")
     if is_main:
         val_loss = training.token_loss(trainer.model, val_features, trainer.data_collator, tc.batch_size * 2)
         blind = training.title_blind_loss(train_df["target"], val_df["target"], semantic, tc.objective, levels)
-        meta = training.final_meta(tc, corpus_meta, id_meta, val_loss=val_loss, title_blind_loss=blind)
+        meta = training.final_meta(tc, corpus_meta, id_meta, val_loss=val_loss, title_blind_loss=blind,
+                                   trained_on=trained_on)
+        files = [cfg.final_model_dir, cfg.loss_curve_csv_path, cfg.loss_curve_png_path, cfg.train_summary_path]
+        manifest.begin(cfg, "model", files)
         save_final(trainer.model, tok, meta, cfg.final_model_dir)
         training.write_loss_curve(training.loss_rows(trainer.state.log_history), cfg.loss_curve_csv_path,
                                   cfg.loss_curve_png_path, blind)
@@ -56,6 +69,7 @@ def main(argv=None):
         write_json(cfg.train_summary_path, training.summary(trainer, val_loss, blind, seconds, resumed,
                                                             len(train_df), len(val_df)))
         save_config(cfg, "train_tiger")
+        manifest.finish(cfg, "model", files, reads)
         print(f"val_loss {val_loss:.4f} vs title_blind_loss {blind:.4f} (nats per target token); "
               f"{trainer.state.global_step:,} steps in {seconds:.0f} s; model in {cfg.final_model_dir}")
     trainer.accelerator.wait_for_everyone()

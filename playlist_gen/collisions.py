@@ -116,11 +116,11 @@ def method_report(cfg, method: str, current: bool, names: dict, vectors: tuple) 
             "largest_clusters": largest_clusters(song_to_ids, names)}
 
 
-def build_reports(cfg) -> dict[str, dict]:
+def build_reports(cfg, vectors_path) -> dict[str, dict]:
     """method -> report, the current IDs' method first."""
     methods = available_methods(cfg)
     names = song_names(cfg)
-    vectors = load_song_vectors(cfg.song_vectors_path)
+    vectors = load_song_vectors(vectors_path)
     return {m: method_report(cfg, m, i == 0, names, vectors) for i, m in enumerate(methods)}
 
 

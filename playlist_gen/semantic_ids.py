@@ -72,6 +72,12 @@ def clusters(song_to_ids: dict) -> dict[tuple[int, ...], list[str]]:
     return dict(out)
 
 
+def output_files(cfg, method: str) -> list[Path]:
+    """What save_outputs writes: the method's copy of the IDs and metadata, and the current ones."""
+    base = cfg.method_dir(method)
+    return [base / "song_semantic_ids.jsonl", base / "meta.json", cfg.semantic_ids_path, cfg.semantic_meta_path]
+
+
 def save_outputs(cfg, method: str, song_ids, codes, meta: dict) -> Path:
     """Write a method's IDs and metadata to its own folder and make them the current IDs.
 

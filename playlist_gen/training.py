@@ -184,10 +184,11 @@ def token_loss(model, features: TargetExamples, collator, batch_size: int) -> fl
     return total / max(n, 1)
 
 
-def fingerprint(tc, corpus_meta: dict) -> dict:
-    """What checkpoints must share with the current run to be resumed."""
+def fingerprint(tc, corpus_meta: dict, trained_on: dict | None = None) -> dict:
+    """What checkpoints must share with the current run to be resumed: the corpus (its manifest id, so a corpus
+    rebuilt from new semantic IDs of the same sizes counts as another one) and the model's shape."""
     corpus_hash = hashlib.sha256(json.dumps(corpus_meta, sort_keys=True).encode()).hexdigest()[:16]
-    return {"corpus": corpus_hash, **{k: getattr(tc, k) for k in ARCH_FIELDS}}
+    return {"corpus": corpus_hash, **(trained_on or {}), **{k: getattr(tc, k) for k in ARCH_FIELDS}}
 
 
 def complete_checkpoint(ckpt_dir) -> Path | None:
@@ -431,11 +432,14 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int):
                         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)])
 
 
-def load_corpus(cfg):
-    """(corpus meta, semantic-ID meta, train rows, val rows), checked to belong together."""
+def load_corpus(cfg, reads):
+    """(corpus meta, semantic-ID meta, train rows, val rows), checked against their manifests (`reads`, a
+    manifest.Reads) and to belong together."""
     from .corpus import read_corpus_meta, read_split
     from .semantic_ids import read_meta
 
+    reads.require("corpus", [cfg.split_path("train"), cfg.split_path("val"), cfg.corpus_meta_path])
+    reads.require("semantic_ids", [cfg.semantic_meta_path])
     corpus_meta = read_corpus_meta(cfg)
     id_meta = read_meta(cfg.semantic_meta_path)
     if [int(k) for k in id_meta["codebook_sizes"]] != corpus_meta["codebook_sizes"]:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import prepare_corpus
 from config import Config, CorpusConfig
-from playlist_gen import corpus, tokens
+from playlist_gen import corpus, manifest, tokens
 from playlist_gen.data import Playlists
 from playlist_gen.io import PipelineError, read_json
 from playlist_gen.semantic_ids import read_semantic_ids, save_outputs
@@ -40,6 +40,7 @@ def make_world(root, n_playlists=160, n_songs=240, levels=2, k=8, seed=0, missin
     kept = slice(missing_ids, None)
     save_outputs(cfg, "fixture", songs[kept], codes[kept],
                  {"method": "fixture", "levels": levels, "codebook_sizes": [k] * levels, "dim": 4})
+    manifest.adopt(cfg)  # as stages 0 and 1 would have recorded them
     return [f"--data_dir={cfg.data_dir}", f"--output_dir={cfg.output_dir}", f"--model_dir={cfg.model_dir}"]
 
 

@@ -22,14 +22,15 @@ from tests.conftest import ROOT
 SMALL_DEMO = ["--source=demo", "--demo.n_songs=400", "--demo.n_artists=40", "--demo.n_playlists=300",
               "--demo.dim=16", "--vectors.quality_sample=200"]
 FILES = ("gen_playlist_info.csv", "gen_playlist_song.csv", "gen_song_info.csv", "song_vectors.csv")
+BUILT = ("gen_playlist_info.csv", "gen_playlist_song.csv", "gen_song_info.csv", "song_vectors_built.csv")
 
 
 def run(tmp_path, name, *args):
     return prepare_data.main([f"--data_dir={tmp_path / name}", f"--output_dir={tmp_path / name / 'out'}", *args])
 
 
-def digests(folder):
-    return {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in FILES}
+def digests(folder, files=FILES):
+    return {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in files}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,8 @@ def test_mpd_import_writes_the_contract_and_useful_vectors(tmp_path):
     assert description[0] == description[2] == "" and description[1].startswith("about mix ")
     first = synthetic_playlists(1)[0][1]
     assert p.song_lists()["0"] == [f"T{i:04d}" for i in first]  # URI id part, playlist order
-    ids, X = load_song_vectors(cfg.song_vectors_path)
+    ids, X = load_song_vectors(cfg.built_vectors_path)  # built vectors: never in the user's song_vectors.csv
+    assert not cfg.song_vectors_path.exists()
     assert X.shape[1] == 16 and set(ids) <= set(p.song_info["song_id"])
     assert report["playlists"] == 120 and report["entries"] == 120 * 12
     assert report["entries_without_vector"] == int((~p.songs["song_id"].isin(ids)).sum())
@@ -115,7 +117,7 @@ def test_mpd_import_writes_the_contract_and_useful_vectors(tmp_path):
     assert q["songs_checked"] > 50 and q["knn_same_artist"] > 5 * q["random_same_artist"]
     assert json.loads(cfg.data_report_path.read_text())["vectors"]["method"] == "sqrtlen"
     run(tmp_path, "d2", "--source=mpd", f"--path={slice_path}", "--vectors.dim=16")
-    assert digests(tmp_path / "d2") == digests(tmp_path / "d")  # seeded SVD: same vectors
+    assert digests(tmp_path / "d2", BUILT) == digests(tmp_path / "d", BUILT)  # seeded SVD: same vectors
 
 
 def test_mpd_folder_limit_and_duplicate_pids(tmp_path):
@@ -176,7 +178,8 @@ def test_csv_source_checks_files_and_builds_missing_vectors(demo, tmp_path):
     assert report["vectors"]["method"] == "given" and report["entries"] == demo_report["entries"]
     (tmp_path / "f" / "song_vectors.csv").unlink()
     report = run(tmp_path, "f", "--source=csv", "--vectors.dim=8", "--vectors.quality_min_count=3")
-    ids, X = load_song_vectors(tmp_path / "f" / "song_vectors.csv")
+    assert not (tmp_path / "f" / "song_vectors.csv").exists()  # built vectors are kept apart from given ones
+    ids, X = load_song_vectors(tmp_path / "f" / "song_vectors_built.csv")
     assert X.shape[1] == 8 and report["songs_with_vectors"] == len(ids)
     assert report["quality"]["knn_same_artist"] > 3 * report["quality"]["random_same_artist"]
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from config import Config
+from playlist_gen import manifest
 from playlist_gen.io import PipelineError
 from playlist_gen.kmeans import (
     FaissKMeans,
@@ -133,6 +134,7 @@ def write_tiny_data(root, n=300, d=8, seed=0):
     (root / "song_vectors.csv").write_text("\n".join(lines) + "\n")
     info = ["mixsongid,songname,singername"] + [f"{sid},歌 {sid},artist {int(sid) % 7}" for sid in ids[1:]]
     (root / "gen_song_info.csv").write_text("\n".join(info) + "\n", encoding="utf-8")
+    manifest.adopt(Config(data_dir=str(root)))  # as prepare_data.py --source=csv would have recorded them
     return ids
 
 
