@@ -204,29 +204,43 @@ def complete_checkpoint(ckpt_dir) -> Path | None:
     return max(found)[1] if found else None
 
 
+CHECKPOINT_PARTS = ("checkpoint-*", "tokenizer", RUN_INFO)  # what train_tiger.py puts in the checkpoint folder
+
+
+def clear_checkpoints(ckpt_dir: Path) -> None:
+    """Delete what train_tiger.py wrote in the checkpoint folder (marked by RUN_INFO); anything else stays."""
+    log.info("starting over: removing the checkpoints in %s", ckpt_dir)
+    for pattern in CHECKPOINT_PARTS:
+        for p in ckpt_dir.glob(pattern):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
 def prepare_checkpoint_dir(ckpt_dir, fp: dict, resume: bool) -> Path | None:
     """Rank 0: the checkpoint to resume from (or None), after checking it was made for this run.
 
-    A folder from another corpus/config without complete checkpoints is cleared; incomplete
-    checkpoints (a run killed while saving) are deleted so the Trainer never picks one."""
+    Only a folder train_tiger.py made (it holds RUN_INFO) is ever cleared, and only of what it wrote there: when
+    it holds no complete checkpoint of this corpus/config, or with resume=false. Incomplete checkpoints (a run
+    killed while saving) are deleted so the Trainer never picks one."""
     from transformers.trainer_utils import get_last_checkpoint
 
     ckpt_dir = Path(ckpt_dir)
     info_path = ckpt_dir / RUN_INFO
-    old = read_json(info_path, "") if info_path.exists() else None
+    if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()) and not info_path.exists():
+        raise PipelineError(f"{ckpt_dir} holds files train_tiger.py did not write (no {RUN_INFO}); move them, or "
+                            "choose another --model_dir")
+    old = read_json(info_path, "delete it and train again") if info_path.exists() else None
     last = complete_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
     if resume and last is not None and old != fp:
-        raise PipelineError(f"{ckpt_dir} holds checkpoints of a different corpus or model config; delete it or "
-                            "pass --tiger.resume=false to start over")
-    if ckpt_dir.exists() and (not resume or old != fp):
-        log.info("starting over: removing %s", ckpt_dir)
-        shutil.rmtree(ckpt_dir)
+        raise PipelineError(f"{ckpt_dir} holds checkpoints of a different corpus or model config; pass "
+                            "--tiger.resume=false to start over (it deletes them)")
+    if old is not None and (not resume or old != fp):
+        clear_checkpoints(ckpt_dir)
         last = None
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_json(info_path, fp)
     while (newest := get_last_checkpoint(str(ckpt_dir))) and Path(newest) != last:
         log.warning("removing incomplete checkpoint %s (interrupted while saving)", newest)
         shutil.rmtree(newest)
-    write_json(info_path, fp)
     return last
 
 

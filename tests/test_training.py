@@ -205,3 +205,22 @@ def test_torchrun_two_cpu_processes(corpus_world):
     assert summary["val_loss"] == pytest.approx(summary["best_eval_loss"], rel=0.05)  # not scaled by 2 processes
     assert modeling.load_tiger(cfg.final_model_dir)[2]["levels"] == 2
     assert sorted(p.name for p in cfg.checkpoint_dir.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+
+
+def test_checkpoint_folder_of_someone_else_is_never_deleted(corpus_world, capsys):
+    cfg = config_for(corpus_world)
+    cfg.checkpoint_dir.mkdir(parents=True)
+    (cfg.checkpoint_dir / "notes.txt").write_text("mine")
+    argv = corpus_world + TINY + ["--tiger.max_steps=2", "--tiger.eval_steps=2", "--tiger.save_steps=2"]
+    with pytest.raises(PipelineError, match="holds files train_tiger.py did not write"):
+        train_tiger.main(argv + ["--tiger.resume=false"])
+    assert (cfg.checkpoint_dir / "notes.txt").read_text() == "mine"
+    (cfg.checkpoint_dir / "notes.txt").unlink()
+    train_tiger.main(argv)
+    (cfg.checkpoint_dir / "notes.txt").write_text("mine")  # beside our checkpoints: starting over keeps it
+    with pytest.raises(SystemExit):  # a bad option is refused before anything is deleted
+        train_tiger.main(argv + ["--tiger.resume=false", "--tiger.model_name=typo"])
+    assert "--tiger.model_name='typo'" in capsys.readouterr().err
+    assert (cfg.checkpoint_dir / "checkpoint-2").exists()
+    train_tiger.main(argv + ["--tiger.resume=false"])
+    assert (cfg.checkpoint_dir / "notes.txt").read_text() == "mine"
