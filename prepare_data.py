@@ -17,6 +17,7 @@ from playlist_gen.io import PipelineError, write_json
 log = logging.getLogger(__name__)
 
 SECTIONS = ("data", "demo", "vectors", "corpus")  # the config sections --help lists first
+GIVEN_SHARE_WARN, GIVEN_SHARE_STOP = 0.5, 0.9  # playlist entries without a given vector: warn, stop
 
 
 @dataclass
@@ -114,6 +115,22 @@ def refuse_legacy_built_vectors(cfg) -> None:
                                 f"vectors are rebuilt from the current playlists into {cfg.built_vectors_path}")
 
 
+def check_given_vectors(cfg, stage0: Stage0, report: dict) -> None:
+    """Given vectors must be for the playlists' songs: ids are compared as text (`000001` is not `1`)."""
+    missing = report["entries_without_vector"] / max(report["entries"], 1)
+    if stage0.built or missing <= GIVEN_SHARE_WARN:
+        return
+    songs = stage0.playlists.songs["song_id"]
+    lacking = songs[~songs.isin(set(stage0.ids))].unique()[:3].tolist()
+    what = (f"{100 * missing:.1f}% of the {report['entries']:,} playlist entries have no vector in "
+            f"{cfg.song_vectors_path} (songs such as {lacking}; the vectors have ids such as {stage0.ids[:3]}); "
+            "song ids are compared as text, so `000001` is not `1`")
+    if missing > GIVEN_SHARE_STOP:
+        raise PipelineError(f"{what}: make the ids match, or delete the vectors file to build vectors from the "
+                            "playlists")
+    log.warning("%s", what)
+
+
 def vectors_path(cfg, stage0: Stage0):
     return cfg.built_vectors_path if stage0.built else cfg.song_vectors_path
 
@@ -180,6 +197,7 @@ def main(argv=None) -> dict:
     report = {"source": cfg.data.source, "data_dir": str(cfg.data_dir), "seed": cfg.seed,
               **counts(p.info, p.songs, p.song_info, stage0.ids), **stage0.extra, "vectors": stage0.vectors_info,
               "quality": quality}
+    check_given_vectors(cfg, stage0, report)
     write_outputs(cfg, stage0, report)
     log_summary(report)
     log.info("wrote %s and %s", cfg.data_report_path, cfg.manifest_path("data"))

@@ -9,6 +9,7 @@ import csv
 import logging
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,12 +191,20 @@ def _check_unique(df: pd.DataFrame, col: str, path: Path) -> None:
                             f"each {col} may appear once")
 
 
+def _require_rows(df: pd.DataFrame, path: Path, what: str) -> None:
+    if len(df) == 0:
+        raise PipelineError(f"{path}: no {what} after the header; the file needs data rows")
+
+
 def _known_playlists_only(songs: pd.DataFrame, playlist_ids: pd.Series, cfg) -> pd.DataFrame:
     """The entries of playlists in the info file; the others are counted in the log and dropped."""
     column = songs["playlist_id"]
     known = column.cat.categories.isin(playlist_ids)[column.cat.codes.to_numpy()]  # one lookup per playlist
     if known.all():
         return songs
+    if not known.any():
+        raise PipelineError(f"{cfg.playlist_song_path}: none of its {len(songs):,} rows names a playlist of "
+                            f"{cfg.playlist_info_path.name} (e.g. {column.iloc[0]!r}); ids are compared as text")
     log.warning("%s: %s rows name a playlist missing from %s; they are ignored",
                 cfg.playlist_song_path, f"{int((~known).sum()):,}", cfg.playlist_info_path.name)
     songs = songs[known].reset_index(drop=True)
@@ -205,11 +214,13 @@ def _known_playlists_only(songs: pd.DataFrame, playlist_ids: pd.Series, cfg) -> 
 def load_playlists(cfg) -> Playlists:
     d = cfg.data
     info = read_csv_strings(cfg.playlist_info_path, {d.playlist_id_col: "playlist_id_col", d.title_col: "title_col"})
+    _require_rows(info, cfg.playlist_info_path, "playlists")
     _check_unique(info, d.playlist_id_col, cfg.playlist_info_path)
     info = info.rename(columns={d.playlist_id_col: "playlist_id", d.title_col: "title"})
 
     songs = read_csv_strings(cfg.playlist_song_path,
                              {d.ps_playlist_col: "ps_playlist_col", d.ps_song_col: "ps_song_col"}, categorical=True)
+    _require_rows(songs, cfg.playlist_song_path, "playlist entries")
     songs = songs.rename(columns={d.ps_playlist_col: "playlist_id", d.ps_song_col: "song_id"})
     songs = _known_playlists_only(songs[["playlist_id", "song_id"]], info["playlist_id"], cfg)
 
@@ -228,6 +239,7 @@ def load_song_info(cfg) -> pd.DataFrame:
     d = cfg.data
     song_info = read_csv_strings(cfg.song_info_path, {d.song_id_col: "song_id_col", d.song_name_col: "song_name_col",
                                                       d.artist_col: "artist_col"})
+    _require_rows(song_info, cfg.song_info_path, "songs")
     _check_unique(song_info, d.song_id_col, cfg.song_info_path)
     song_info = song_info.rename(columns={d.song_id_col: "song_id", d.song_name_col: "name", d.artist_col: "artist"})
     return song_info[["song_id", "name", "artist"]]
@@ -252,6 +264,9 @@ def _scan_vectors(path: Path, n_cols: int) -> None:
             _check_vector_row(path, lineno, row, seen)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_vector_row(path: Path, lineno: int, row: list[str], seen: dict) -> None:
     for col, cell in enumerate(row[1:], 2):
         try:
@@ -261,12 +276,30 @@ def _check_vector_row(path: Path, lineno: int, row: list[str], seen: dict) -> No
         if not math.isfinite(value):
             raise PipelineError(f"{path}, line {lineno}, column {col}: {cell!r} is not finite; "
                                 "replace NaN/inf or drop the song")
+        if abs(value) > FLOAT32_MAX:
+            raise PipelineError(f"{path}, line {lineno}, column {col}: {cell!r} is beyond the float32 range "
+                                f"(±{FLOAT32_MAX:.3g}); rescale the vectors")
     if row[0] in seen:
         raise PipelineError(f"{path}, line {lineno}: duplicate song id {row[0]!r} (first on line {seen[row[0]]}); "
                             "keep one vector per song")
     if not row[0].strip():
         raise PipelineError(f"{path}, line {lineno}: empty song id")
     seen[row[0]] = lineno
+
+
+def _check_dimension_names(path: Path, header: list[str]) -> None:
+    """Dimension columns are named by one prefix and a number (d0, d1, ...; dim_1, ...). When most are, a column
+    that is not, such as `popularity`, holds another kind of value, which would silently become a dimension."""
+    names = header[1:]
+    parsed = [re.fullmatch(r"(.*?)(\d+)", name.strip()) for name in names]
+    numbered = [m.group(1) for m in parsed if m]
+    if len(numbered) * 2 < len(names):  # the columns are not named by number: nothing to compare with
+        return
+    prefix = Counter(numbered).most_common(1)[0][0]
+    for col, (name, m) in enumerate(zip(names, parsed), 2):
+        if m is None or m.group(1) != prefix:
+            raise PipelineError(f"{path}, column {col}: {name!r} is not a dimension like the others ({names[0]!r} "
+                                f"... {names[-1]!r}); drop that column, or name it {prefix}<n> if it is one")
 
 
 def load_song_vectors(path, made_by: str = MADE_BY) -> tuple[list[str], np.ndarray]:
@@ -280,11 +313,13 @@ def load_song_vectors(path, made_by: str = MADE_BY) -> tuple[list[str], np.ndarr
     if len(header) < 2:
         raise PipelineError(f"{path}, line 1: expected a header of a song-id column and at least one "
                             f"dimension column, found {header}")
+    _check_dimension_names(path, header)
     try:
         df = pd.read_csv(path, dtype={header[0]: str}, keep_default_na=False, encoding="utf-8-sig",
                          engine="c")
         ids = df.iloc[:, 0].astype(str)
-        X = df.iloc[:, 1:].to_numpy(dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, found and named below
+            X = df.iloc[:, 1:].to_numpy(dtype=np.float32)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
         _scan_vectors(path, len(header))
         raise PipelineError(f"{path}: could not be read as a CSV of song vectors") from None

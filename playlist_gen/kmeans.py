@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -354,9 +355,12 @@ def save_codebooks(path, codebooks, **extra) -> None:
 
 def load_codebooks(path, made_by: str) -> tuple[list[np.ndarray], dict]:
     """Per-level codebooks and the other arrays saved with them."""
-    with np.load(require_file(path, made_by)) as z:
-        stacked, sizes = z["codebooks"], z["codebook_sizes"]
-        extra = {k: z[k] for k in z.files if k not in ("codebooks", "codebook_sizes")}
+    try:
+        with np.load(require_file(path, made_by)) as z:
+            stacked, sizes = z["codebooks"], z["codebook_sizes"]
+            extra = {k: z[k] for k in z.files if k not in ("codebooks", "codebook_sizes")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise PipelineError(f"{path} is damaged ({type(e).__name__}: {e}); {made_by}") from None
     return [stacked[level, :k] for level, k in enumerate(sizes)], extra
 
 

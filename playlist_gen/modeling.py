@@ -36,15 +36,25 @@ def train_sentencepiece(texts, vocab_size: int, seed: int) -> list[tuple[str, fl
     import sentencepiece as spm
 
     texts = [t for t in texts if t.strip()] or ["a"]
-    proto = io.BytesIO()
-    spm.set_random_generator_seed(seed)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=proto, model_type="unigram",
-        vocab_size=max(vocab_size, _MIN_SP_VOCAB), hard_vocab_limit=False,  # cap: what the titles allow
-        byte_fallback=True, character_coverage=0.9995, normalization_rule_name="identity",  # text is NFKC already
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
-        split_digits=False, num_threads=1, minloglevel=2,
-    )
+    vocab_size = max(vocab_size, _MIN_SP_VOCAB)
+    while True:
+        proto = io.BytesIO()
+        spm.set_random_generator_seed(seed)
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(texts), model_writer=proto, model_type="unigram",
+                vocab_size=vocab_size, hard_vocab_limit=False,  # cap: what the titles allow
+                byte_fallback=True, character_coverage=0.9995, normalization_rule_name="identity",  # NFKC already
+                pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
+                split_digits=False, num_threads=1, minloglevel=2,
+            )
+            break
+        except RuntimeError as e:  # "Vocabulary size is smaller than required_chars. 320 vs 390": every character
+            needed = re.search(r"required_chars\. \d+ vs (\d+)", str(e))  # the titles use needs a piece
+            if not needed:
+                raise
+            log.info("tokenizer: %s pieces, for every character of the titles", needed.group(1))
+            vocab_size = int(needed.group(1))
     sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
     return [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
 
@@ -144,10 +154,14 @@ def load_tiger(model_dir, device="cpu"):
     """
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+    from .t5_runtime import damaged_file_error
+
     model_dir = Path(model_dir)
     meta = read_json(model_dir / META_FILE, f"{model_dir} has no trained model; {MADE_BY}")
-    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+    with damaged_file_error(model_dir / "tokenizer.json"):
+        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    with damaged_file_error(model_dir / "model.safetensors (or config.json)"):
+        model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, local_files_only=True).to(device).eval()
     check_tokenizer(tok, semantic_tokens(meta))
     return model, tok, meta
 

@@ -141,7 +141,7 @@ class _Track(msgspec.Struct, gc=False):  # gc=False: holds only strings, so 66M 
 
 
 class _Playlist(msgspec.Struct, gc=False):  # safe: values decoded from JSON cannot form reference cycles
-    pid: Any
+    pid: int | str  # anything else: the streaming reader names the playlist
     tracks: list[_Track]
     name: Any = None
     num_followers: Any = msgspec.UNSET  # UNSET: the key is absent (the column is kept only if some playlist has it)
@@ -225,10 +225,13 @@ class _StreamedFile:
     def add_playlist(self, p: dict, index: int) -> None:
         t = self.t
         try:
-            pid, tracks = str(p["pid"]), p["tracks"]
+            pid, tracks = p["pid"], p["tracks"]
         except KeyError as e:
             raise PipelineError(f"{t.path}, playlist {index}: missing key {e}; every MPD playlist has \"pid\" and "
                                 "\"tracks\"") from None
+        if not isinstance(pid, int | str) or isinstance(pid, bool):
+            raise PipelineError(f"{t.path}, playlist {index}: \"pid\" is {json.dumps(pid)[:40]}; MPD pids are numbers")
+        pid = str(pid)
         title = _clean(p.get("name"))
         if not title or not isinstance(tracks, list) or not tracks:
             t.skip(title)
@@ -315,11 +318,24 @@ def read_file(path: Path, max_playlists: int = 0) -> FileTables:
     if raw is not None:
         try:
             playlists = _slice_decoder.decode(raw).playlists
+        except UnicodeDecodeError:
+            e = _utf8_error(raw)
+            raise PipelineError(f"{path}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start:,}); MPD "
+                                "slices are UTF-8 JSON: re-save the file as UTF-8") from None
         except msgspec.DecodeError:
             pass  # not the strict schema: the streaming reader names the problem, or takes what is merely unusual
         else:
             return _tables_from_slice(path, playlists, max_playlists)
     return _read_streaming(path, max_playlists)
+
+
+def _utf8_error(raw: bytes) -> UnicodeDecodeError:
+    """Where the bytes stop being UTF-8 (msgspec's error counts from the string it was decoding)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e
+    raise AssertionError("valid UTF-8")
 
 
 def _clean(text) -> str:

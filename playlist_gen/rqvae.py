@@ -229,8 +229,13 @@ def save_checkpoint(path, model: RQVAE, **extra) -> None:
 
 def load_checkpoint(path, made_by: str) -> tuple[RQVAE, dict]:
     """The model (CPU, eval mode) and the checkpoint's other entries."""
-    ckpt = torch.load(require_file(path, made_by), map_location="cpu", weights_only=True)
-    model = RQVAE(**ckpt["model_args"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        ckpt = torch.load(require_file(path, made_by), map_location="cpu", weights_only=True)
+        model = RQVAE(**ckpt["model_args"])
+        model.load_state_dict(ckpt["state_dict"])
+    except PipelineError:
+        raise
+    except Exception as e:  # torch's readers raise many kinds on a damaged file
+        raise PipelineError(f"{path} is damaged ({type(e).__name__}); {made_by}") from None
     model.eval()
     return model, {k: v for k, v in ckpt.items() if k not in ("model_args", "state_dict")}

@@ -9,6 +9,7 @@ length_penalty 1 and early_stopping False, or multinomial sampling after tempera
 the same seed gives the same tokens: tests/test_generation.py compares both on a trained model.
 """
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -191,12 +192,42 @@ def load_runtime(model_dir, device="cpu") -> tuple[T5Runtime, FastTokenizer]:
     model_dir = Path(model_dir)
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
         require_file(model_dir / name, "the model folder is incomplete; run `python train_tiger.py` again")
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    tok_cfg = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
-    specials = {k: tok_cfg[k] if isinstance(tok_cfg.get(k), str) else d for k, d in
-                (("pad_token", "<pad>"), ("eos_token", "</s>"), ("unk_token", "<unk>"))}
-    return T5Runtime(config, load_file(model_dir / "model.safetensors"), device), \
-        FastTokenizer(model_dir / "tokenizer.json", **specials)
+    with damaged_file_error(model_dir / "config.json"):
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        runtime_config_keys(config)
+    with damaged_file_error(model_dir / "tokenizer_config.json"):
+        tok_cfg = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+        specials = {k: tok_cfg[k] if isinstance(tok_cfg.get(k), str) else d for k, d in
+                    (("pad_token", "<pad>"), ("eos_token", "</s>"), ("unk_token", "<unk>"))}
+    with damaged_file_error(model_dir / "model.safetensors"):
+        weights = load_file(model_dir / "model.safetensors")
+        if "shared.weight" not in weights:
+            raise KeyError("no shared.weight")
+    with damaged_file_error(model_dir / "tokenizer.json"):
+        tokenizer = FastTokenizer(model_dir / "tokenizer.json", **specials)
+    return T5Runtime(config, weights, device), tokenizer
+
+
+CONFIG_KEYS = ("num_heads", "d_kv", "layer_norm_epsilon", "relative_attention_num_buckets",
+               "relative_attention_max_distance", "num_layers", "d_model", "pad_token_id", "eos_token_id")
+
+
+def runtime_config_keys(config) -> None:
+    missing = [k for k in CONFIG_KEYS if k not in config] if isinstance(config, dict) else ["a JSON object"]
+    if missing:
+        raise KeyError(f"missing {', '.join(missing)}")
+
+
+@contextlib.contextmanager
+def damaged_file_error(path):
+    """A file of the trained model that cannot be read, for any reader's reason, is one line naming it."""
+    try:
+        yield
+    except PipelineError:
+        raise
+    except Exception as e:  # json, safetensors and tokenizers each raise their own kinds
+        detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise PipelineError(f"{path} is damaged ({detail}); re-run `python train_tiger.py`") from None
 
 
 # ---------------------------------------------------------------- decoding loops (transformers' semantics)

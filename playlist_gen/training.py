@@ -241,7 +241,26 @@ def prepare_checkpoint_dir(ckpt_dir, fp: dict, resume: bool) -> Path | None:
     while (newest := get_last_checkpoint(str(ckpt_dir))) and Path(newest) != last:
         log.warning("removing incomplete checkpoint %s (interrupted while saving)", newest)
         shutil.rmtree(newest)
+    if last is not None:
+        check_checkpoint(last)
     return last
+
+
+def check_checkpoint(ckpt: Path) -> None:
+    """Read every file of the checkpoint to resume from, so a damaged one is named here, not deep in the Trainer."""
+    for f in sorted(p for p in Path(ckpt).rglob("*") if p.is_file()):
+        try:
+            if f.suffix == ".json":
+                json.loads(f.read_text(encoding="utf-8"))
+            elif f.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                load_file(f)
+            elif f.suffix in (".pt", ".pth", ".bin"):
+                torch.load(f, map_location="cpu", weights_only=False)  # the Trainer loads it next anyway
+        except Exception as e:  # any reader's error means the same: the file cannot be used
+            raise PipelineError(f"{f} is damaged ({type(e).__name__}); delete {ckpt} to resume from an earlier "
+                                "checkpoint, or pass --tiger.resume=false to start over") from None
 
 
 def loss_rows(log_history: list[dict]) -> list[dict]:
@@ -482,7 +501,11 @@ def shared_tokenizer(cfg, args, train_texts, semantic: list[str], fp: dict):
                 build_tokenizer(cfg.tiger, train_texts, semantic, cfg.seed).save_pretrained(tok_dir)
         else:
             last = complete_checkpoint(cfg.checkpoint_dir)
-        tok = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        try:
+            tok = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        except Exception as e:  # a damaged tokenizer file fails in one of several readers
+            raise PipelineError(f"{tok_dir} is damaged ({type(e).__name__}); pass --tiger.resume=false to start "
+                                "over") from None
     check_tokenizer(tok, semantic)
     return tok, last
 

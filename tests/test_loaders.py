@@ -107,6 +107,7 @@ def test_non_utf8_names_the_line(tmp_path):
     ("0004,1,2\n", r"line 5: 3 fields where the header has 4"),
     ("0004,1,2,3,4\n", r"line 5: 5 fields where the header has 4"),
     (" ,1,2,3\n", r"line 5: empty song id"),
+    ("0004,1,1e39,3\n", r"line 5, column 3: '1e39' is beyond the float32 range"),  # was a numpy warning
 ])
 def test_bad_vectors_name_file_and_line(tmp_path, extra, needle):
     cfg = write_files(tmp_path, **{"song_vectors.csv": VECTORS + extra})
@@ -181,10 +182,20 @@ def test_entries_of_unknown_playlists_are_counted_and_dropped(tmp_path, caplog):
     assert p.song_lists() == {"007": ["0001", "0002", "0003"], "010": ["0003"]}
 
 
-def test_songs_file_with_only_a_header(tmp_path):
-    cfg = write_files(tmp_path, **{"gen_playlist_song.csv": "special_gid,mixsongid\n"})
-    p = load_playlists(cfg)
-    assert len(p.songs) == 0 and p.song_lists() == {}
+@pytest.mark.parametrize("name,header", [("gen_playlist_song.csv", "special_gid,mixsongid"),
+                                         ("gen_playlist_info.csv", "glid,listname"),
+                                         ("gen_song_info.csv", "mixsongid,songname,singername")])
+def test_file_with_only_a_header_is_one_error(tmp_path, name, header):
+    """Nothing can be made of it; it used to end in `cannot convert float NaN to integer` in prepare_data.py."""
+    cfg = write_files(tmp_path, **{name: header + "\n"})
+    with pytest.raises(PipelineError, match=rf"{name}: no \w+( \w+)? after the header"):
+        load_playlists(cfg)
+
+
+def test_entries_naming_no_known_playlist_are_one_error(tmp_path):
+    cfg = write_files(tmp_path, **{"gen_playlist_song.csv": "special_gid,mixsongid\n1,0001\n"})
+    with pytest.raises(PipelineError, match=r"none of its 1 rows names a playlist of gen_playlist_info.csv \(e.g. '1'"):
+        load_playlists(cfg)
 
 
 def test_empty_entry_cell_line_counts_blank_lines_and_chunks(tmp_path, monkeypatch):
@@ -192,3 +203,22 @@ def test_empty_entry_cell_line_counts_blank_lines_and_chunks(tmp_path, monkeypat
     cfg = write_files(tmp_path, **{"gen_playlist_song.csv": SONGS + "\n007,0001\n010, \n"})
     with pytest.raises(PipelineError, match=r"gen_playlist_song.csv, line 8: empty 'mixsongid'"):
         load_playlists(cfg)
+
+
+@pytest.mark.parametrize("header,needle", [
+    ("mixsongid,d0,d1,d2,popularity", r"column 5: 'popularity' is not a dimension like the others \('d0' \.\.\."),
+    ("mixsongid,popularity,dim_0,dim_1", r"column 2: 'popularity' is not a dimension .* name it dim_<n>"),
+    ("mixsongid,d0,d1,x2,d3", r"column 4: 'x2' is not a dimension"),
+])
+def test_a_column_that_is_no_dimension_is_named(tmp_path, header, needle):
+    """An extra numeric column (popularity) used to become a dimension and drown the others."""
+    rows = "".join(f"000{i},1,2,3,{100 * i}\n" for i in range(1, 4))
+    cfg = write_files(tmp_path, **{"song_vectors.csv": header + "\n" + rows})
+    with pytest.raises(PipelineError, match=needle):
+        load_song_vectors(cfg.song_vectors_path)
+
+
+@pytest.mark.parametrize("header", ["mixsongid,x,y,z", "mixsongid,energy,valence,tempo", "mixsongid,0,1,2"])
+def test_dimension_columns_of_one_kind_are_accepted(tmp_path, header):
+    cfg = write_files(tmp_path, **{"song_vectors.csv": header + "\n0001,1,2,3\n"})
+    assert load_song_vectors(cfg.song_vectors_path)[1].shape == (1, 3)

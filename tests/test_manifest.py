@@ -194,3 +194,32 @@ def test_a_changed_model_file_is_named_with_the_stage_to_rerun(world):
     weights.write_bytes(weights.read_bytes()[:100])
     refused(generate_playlist.main, args + ["--title=chill"], f"{weights} changed since `python train_tiger.py`")
     refused(evaluate_tiger.main, args + EVAL, f"{weights} changed since `python train_tiger.py`")
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "model.safetensors", "tokenizer_config.json"])
+def test_a_damaged_model_file_is_named_by_the_loaders(world, name):
+    """Also without a manifest to compare with (adopted, or copied by hand): one line naming the file."""
+    from playlist_gen.modeling import load_tiger, load_tiger_runtime
+
+    root, args = world
+    model_dir = parse_config(args).final_model_dir
+    path = model_dir / name
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(PipelineError, match=rf"{name} is damaged \(.*\); re-run `python train_tiger.py`"):
+        load_tiger_runtime(model_dir)
+    if name != "tokenizer_config.json":
+        with pytest.raises(PipelineError, match=r"is damaged"):
+            load_tiger(model_dir)
+
+
+def test_damaged_codebooks_are_named(world):
+    import debug_collisions
+    from playlist_gen.kmeans import load_codebooks
+
+    root, args = world
+    cfg = parse_config(args)
+    path = cfg.method_dir("rqkmeans") / "codebooks.npz"
+    path.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(PipelineError, match=r"codebooks.npz is damaged \(BadZipFile"):
+        load_codebooks(path, "re-run `python train_rq_kmeans.py`")
+    refused(debug_collisions.main, args, "codebooks.npz changed since `python train_rq_kmeans.py`")

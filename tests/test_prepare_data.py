@@ -145,6 +145,8 @@ def test_mpd_folder_limit_and_duplicate_pids(tmp_path):
     ('{"info": {}}', r"bad.json: no \"playlists\" array"),
     ('{"playlists": [{"name": "a", "pid": 1, "tracks": []} {"name": "b"}]}', r"playlist 1: expected ','"),
     ('{"playlists": [{"name": "a", "pid": 1, "tracks": [', r"playlist 0: invalid JSON"),
+    ('{"playlists": [{"name": "a", "pid": {"x": 1}, "tracks": [{"track_uri": "u"}]}]}',
+     r'playlist 0: "pid" is {"x": 1}; MPD pids are numbers'),  # was accepted as the id "{'x': 1}"
 ])
 def test_bad_mpd_json_names_file_and_playlist(tmp_path, text, needle):
     (tmp_path / "bad.json").write_text(text, encoding="utf-8")
@@ -230,3 +232,27 @@ def test_real_mpd_slice(mpd_path, tmp_path):
     assert 0 < report["entries_without_vector"] < report["entries"]
     q = report["quality"]
     assert q["songs_checked"] > 100 and q["knn_same_artist"] > 10 * q["random_same_artist"]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".json.gz"])
+def test_mpd_slice_with_a_latin1_byte_is_one_error(tmp_path, suffix):
+    """It was a UnicodeDecodeError traceback from the whole-file decoder."""
+    raw = json.dumps({"playlists": [{"name": "café", "pid": 1, "tracks": [{"track_uri": "spotify:track:A"}]}]},
+                     ensure_ascii=False).encode().replace("é".encode(), b"\xe9")
+    path = tmp_path / f"s{suffix}"
+    path.write_bytes(gzip.compress(raw) if suffix.endswith(".gz") else raw)
+    with pytest.raises(PipelineError, match=rf"s{re.escape(suffix)}: not valid UTF-8 \(byte 0xe9 at offset 28\)"):
+        read_mpd(path)
+
+
+def test_vector_ids_that_match_no_playlist_song_stop_with_examples(demo, tmp_path):
+    """Vectors keyed `1` against playlists keyed `000001` used to exit 0 and fail later with another message."""
+    folder, _ = demo
+    shutil.copytree(folder, tmp_path / "i", ignore=shutil.ignore_patterns("manifests", "data_report.json"))
+    vectors = tmp_path / "i" / "song_vectors.csv"
+    lines = vectors.read_text().splitlines()
+    vectors.write_text("\n".join([lines[0]] + [re.sub(r"^0+(\d)", r"\1", line) for line in lines[1:]]) + "\n")
+    with pytest.raises(PipelineError, match=r"100.0% of the [\d,]+ playlist entries have no vector in .* \(songs such "
+                                            r"as \['000\d+', .* ids such as \['\d+', .*`000001` is not `1`"):
+        run(tmp_path, "i", "--source=csv")
+    assert not (tmp_path / "i" / "manifests").exists()

@@ -45,6 +45,13 @@ def test_tokenizer_keeps_semantic_tokens_whole_and_never_unk(tmp_path):
             unicodedata.normalize("NFKC", text).lower().replace(" ", "")
 
 
+def test_scratch_tokenizer_gets_a_piece_for_every_character_the_titles_use():
+    """--tiger.sp_vocab_size below the number of distinct characters used to end in SentencePiece's traceback."""
+    titles = [chr(0x4E00 + i) * 2 + " 歌单" for i in range(400)]  # 400 distinct Chinese characters
+    tok = modeling.scratch_tokenizer(titles, SEMANTIC, 320, True, 0)
+    assert tok.unk_token_id not in tok(titles[-1])["input_ids"] and len(tok) > 400
+
+
 def test_title_blind_loss_is_unigram_cross_entropy():
     train, val = ["<a_0> <b_1>", "<a_0> <b_0>"], ["<a_0> <b_1>"]
     semantic = tokens.vocabulary([2, 2])  # 4 tokens + </s>: denominator = 6 train tokens + 5
@@ -224,3 +231,13 @@ def test_checkpoint_folder_of_someone_else_is_never_deleted(corpus_world, capsys
     assert (cfg.checkpoint_dir / "checkpoint-2").exists()
     train_tiger.main(argv + ["--tiger.resume=false"])
     assert (cfg.checkpoint_dir / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.pt", "trainer_state.json"])
+def test_damaged_checkpoint_is_named_with_what_to_do(corpus_world, name):
+    argv = corpus_world + TINY + ["--tiger.max_steps=2", "--tiger.eval_steps=2", "--tiger.save_steps=2"]
+    train_tiger.main(argv)
+    path = config_for(corpus_world).checkpoint_dir / "checkpoint-2" / name
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(PipelineError, match=rf"checkpoint-2/{name} is damaged .*--tiger.resume=false to start over"):
+        train_tiger.main(argv)
