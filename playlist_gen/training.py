@@ -326,20 +326,16 @@ def training_arguments(cfg):
         bf16=bf16, use_cpu=not cuda, ddp_backend="gloo" if distributed and not cuda else None,
         ddp_find_unused_parameters=False, dataloader_num_workers=tc.num_workers, remove_unused_columns=False,
     )
-    set_threads(tc.threads, cuda)  # after the arguments: accelerate sets its own default for CPU processes
-    return args
+    tc.threads = set_threads(tc.threads, cuda)  # after the arguments: accelerate sets its own default for CPU
+    return args  # processes; the count used is saved with the config
 
 
-def set_threads(threads: int, cuda: bool) -> None:
-    """0 = torch's default, except on a CPU already busy with other work: there every small op of a multi-threaded
-    step waits at OpenMP barriers for a descheduled thread (measured 4-7x slower than one thread)."""
-    busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
-    if threads == 0 and busy and not cuda:
-        log.info("load average %.1f on %d cores: training with 1 torch thread (set --tiger.threads to override)",
-                 os.getloadavg()[0], os.cpu_count() or 1)
-        threads = 1
+def set_threads(threads: int, cuda: bool) -> int:
+    """torch's CPU threads: `threads`, or 0 = torch's default for this machine (never chosen by how busy the machine
+    is: the thread count changes the order of float sums, so the weights). Returns the count in use."""
     if threads > 0:
         torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 class _LogSoftmaxNLL(torch.autograd.Function):
@@ -447,6 +443,22 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int):
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Seq2SeqTrainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
+    class EpochSeededSampler(LengthGroupedSampler):
+        """Length-grouped order drawn from (seed, epoch): a run resumed mid-epoch gets the batches of the
+        uninterrupted run. (Unseeded, the order came from the global RNG, whose state at an epoch's start differs
+        after a resume.) The Trainer calls set_epoch before each epoch."""
+
+        def __init__(self, batch_size: int, lengths: list[int], seed: int):
+            super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+            self.seed, self.epoch = seed, 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            self.generator.manual_seed(self.seed + self.epoch)
+            return super().__iter__()
+
     class TigerTrainer(Seq2SeqTrainer):
         def _get_train_sampler(self, train_dataset=None):
             data = self.train_dataset if train_dataset is None else train_dataset
@@ -454,8 +466,8 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int):
                 return super()._get_train_sampler(train_dataset)
             lengths = [n * 1024 + len(data.input_ids[data.labels(i)[0]])  # target length first
                        for i, n in enumerate(data.label_lengths())]
-            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                        lengths=lengths)
+            return EpochSeededSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths,
+                                      self.args.data_seed if self.args.data_seed is not None else self.args.seed)
 
     if args.device.type == "cpu":
         use_fast_cpu_dropout(model)
@@ -528,6 +540,6 @@ def summary(trainer, val_loss: float, blind: float, seconds: float, resumed_from
         "best_step": state.best_global_step, "best_eval_loss": state.best_metric, "train_seconds": seconds,
         "resumed_from_step": resumed_from, "train_playlists": n_train, "val_playlists": n_val,
         "world_size": trainer.args.world_size, "device": str(trainer.args.device),
-        "precision": "bf16" if trainer.args.bf16 else "fp32",
+        "precision": "bf16" if trainer.args.bf16 else "fp32", "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
     }

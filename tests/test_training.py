@@ -214,6 +214,59 @@ def test_torchrun_two_cpu_processes(corpus_world):
     assert sorted(p.name for p in cfg.checkpoint_dir.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
 
 
+@pytest.mark.parametrize("objective,batch,kill,steps", [("sequence", 16, 12, 16), ("tuples", 64, 20, 24)])
+def test_resumed_mid_epoch_equals_uninterrupted(corpus_world, monkeypatch, objective, batch, kill, steps):
+    """Killed after a checkpoint in the middle of the second epoch and resumed: the same losses and the same
+    weights as a run never interrupted. (The length-grouped sampler of `sequence` drew each epoch's order from
+    the global RNG, whose state at the resumed epoch's start was not the uninterrupted run's.)"""
+    from transformers import TrainerCallback
+
+    argv = corpus_world + TINY + [f"--tiger.objective={objective}", f"--tiger.batch_size={batch}",
+                                  f"--tiger.max_steps={steps}", "--tiger.eval_steps=4", "--tiger.save_steps=4",
+                                  "--tiger.save_total_limit=10", "--tiger.dropout=0.1"]
+    cfg = config_for(corpus_world)
+    train_tiger.main(argv)
+    whole = cfg.loss_curve_csv_path.read_text()
+    weights = (cfg.checkpoint_dir / f"checkpoint-{steps}" / "model.safetensors").read_bytes()
+    epoch_at = {int(r.split(",")[0]): float(r.split(",")[1]) for r in whole.splitlines()[1:]}
+    assert 1 < epoch_at[kill] < 2  # killed in the middle of the second epoch
+
+    class Killed(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == kill:
+                raise KeyboardInterrupt
+
+    def killed_trainer(*a, **k):
+        trainer = make_trainer(*a, **k)
+        trainer.add_callback(Killed())
+        return trainer
+
+    make_trainer = training.make_trainer
+    monkeypatch.setattr(training, "make_trainer", killed_trainer)
+    with pytest.raises(KeyboardInterrupt):
+        train_tiger.main(argv + ["--tiger.resume=false"])
+    monkeypatch.setattr(training, "make_trainer", make_trainer)
+    train_tiger.main(argv)
+    assert json.loads(cfg.train_summary_path.read_text())["resumed_from_step"] == kill
+    assert cfg.loss_curve_csv_path.read_text() == whole
+    assert (cfg.checkpoint_dir / f"checkpoint-{steps}" / "model.safetensors").read_bytes() == weights
+
+
+def test_thread_count_is_fixed_and_recorded(corpus_world, monkeypatch):
+    """--tiger.threads=0 used to pick 1 thread when the load average was high (other weights); now it is torch's
+    default whatever the load, and the count used is in train_summary.json and the saved config."""
+    import torch
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 99.0, 99.0))
+    torch.set_num_threads(2)
+    argv = [a for a in corpus_world + TINY if not a.startswith("--tiger.threads")] + ["--tiger.threads=0",
+                                                                                    "--tiger.max_steps=2"]
+    train_tiger.main(argv + ["--tiger.eval_steps=2", "--tiger.save_steps=2"])
+    cfg = config_for(corpus_world)
+    assert json.loads(cfg.train_summary_path.read_text())["threads"] == 2
+    assert json.loads(cfg.config_path("train_tiger").read_text())["tiger"]["threads"] == 2
+
+
 def test_checkpoint_folder_of_someone_else_is_never_deleted(corpus_world, capsys):
     cfg = config_for(corpus_world)
     cfg.checkpoint_dir.mkdir(parents=True)
