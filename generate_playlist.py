@@ -12,7 +12,7 @@ import logging
 import sys
 import threading
 
-from playlist_gen.cli import parse_config, run_script
+from playlist_gen.cli import parse_overrides, run_script
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class PlaylistMaker:
                 where = "no cluster: from similar playlists"
             else:
                 n = len(index.cluster_songs[cluster])
-                where = f"cluster {'-'.join(map(str, cluster))}, {n} song{'s' * (n != 1)}"
+                where = f"cluster {'-'.join(map(str, cluster))}: {f'1 of {n} songs' if n > 1 else 'its only song'}"
             lines.append(f"{j:>3}. {name} - {artist} ({where})")
             if g.explain and cluster is not None:
                 others = [index.name(s) for s in index.cluster_songs[cluster] if s != song][:3]
@@ -139,7 +139,11 @@ SECTIONS = ("generate", "recommend")  # the config sections --help lists first
 
 
 def main(argv=None):
-    cfg = parse_config(argv, __doc__, SECTIONS)
+    from playlist_gen.io import PipelineError
+
+    cfg, given = parse_overrides(argv, __doc__, SECTIONS)
+    if "generate.title" in given and not cfg.generate.title.strip():
+        raise PipelineError("--title is blank: give a title, or leave --title out to type titles at a prompt")
     if cfg.generate.title.strip():
         PlaylistMaker(cfg).show(cfg.generate.title)
     elif not sys.stdin.isatty():
@@ -149,9 +153,16 @@ def main(argv=None):
                 maker = maker or PlaylistMaker(cfg)
                 maker.show(line)
                 print()
+        if maker is None:
+            raise PipelineError("no title on stdin (only blank lines): pipe one title per line, or use --title")
     else:
         check_options(cfg)
-        repl(Background(lambda: PlaylistMaker(cfg)))
+        root, level = logging.getLogger(), logging.getLogger().level
+        root.setLevel(logging.WARNING)  # no INFO lines of the loading thread onto the prompt
+        try:
+            repl(Background(lambda: PlaylistMaker(cfg)))
+        finally:
+            root.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,8 @@ def _artist_names(rng, n: int, zh_share: np.ndarray) -> list[str]:
             else:
                 pick = rng.integers(3)
                 noun = rng.choice(WORDS_EN[1])
-                name = [f"The {noun}s", f"{rng.choice(FIRST_EN)} {noun}", f"{rng.choice(WORDS_EN[0])} {noun}"][pick]
+                band = f"The {noun}" if noun.endswith("s") else f"The {noun}s"  # "The Waves", not "The Wavess"
+                name = [band, f"{rng.choice(FIRST_EN)} {noun}", f"{rng.choice(WORDS_EN[0])} {noun}"][pick]
             if attempt > 50:
                 name += f" {i}"
             if name not in seen:
@@ -104,6 +105,29 @@ def _song_name(rng, zh: bool) -> str:
     if zh:
         return rng.choice(WORDS_ZH[0]) + rng.choice(WORDS_ZH[1])
     return f"{rng.choice(WORDS_EN[0])} {rng.choice(WORDS_EN[1])}"
+
+
+def _name_variants(name: str):
+    """Other names of the same kind, in a fixed order starting after `name` (every word pair, then numbered)."""
+    for first, second in (WORDS_ZH, WORDS_EN):
+        pairs = [f"{a}{b}" if first is WORDS_ZH[0] else f"{a} {b}" for a in first for b in second]
+        if name in pairs:
+            start = pairs.index(name)
+            yield from pairs[start + 1:] + pairs[:start]
+            break
+    yield from (f"{name} {i}" for i in range(2, 10**6))
+
+
+def distinct_names(names: list[str], artists: list[str]) -> list[str]:
+    """Song names made unique per artist, so no two songs print as the same `name - artist`. Deterministic and
+    without drawing random numbers: the rest of the seeded world (playlists, vectors) stays as it was."""
+    taken, out = set(), []
+    for name, artist in zip(names, artists):
+        if (name, artist) in taken:
+            name = next(v for v in _name_variants(name) if (v, artist) not in taken)
+        taken.add((name, artist))
+        out.append(name)
+    return out
 
 
 def make_songs(cfg, rng) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -132,10 +156,12 @@ def make_songs(cfg, rng) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     for c in np.unique(cell):  # Zipf-like: every cell has its own hits
         members = rng.permutation(np.flatnonzero(cell == c))
         popularity[members] = 1.0 / np.arange(1, len(members) + 1) ** d.zipf
+    names = [_song_name(rng, rng.random() < zh_share[a]) for a in artist]
+    artists = [artist_names[a] for a in artist]
     song_info = pd.DataFrame({
         "song_id": [f"{i:06d}" for i in range(d.n_songs)],
-        "name": [_song_name(rng, rng.random() < zh_share[a]) for a in artist],
-        "artist": [artist_names[a] for a in artist],
+        "name": distinct_names(names, artists),
+        "artist": artists,
         "genre": [genres[g] for g in genre],
         "mood": [moods[m] for m in mood],
     })

@@ -438,6 +438,16 @@ def use_fast_cpu_dropout(model) -> None:
         model.set_attn_implementation(FAST_ATTENTION)
 
 
+def tied_parameter_names(model) -> set[str]:
+    """Names of parameters that are another parameter under a second name (T5's tied embeddings and output layer):
+    a checkpoint stores each tensor once, so these are 'missing' from it by design."""
+    first, tied = {}, set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(p), name) != name:
+            tied.add(name)
+    return tied
+
+
 def make_trainer(model, tok, args, train_features, val_features, patience: int):
     """A Seq2SeqTrainer whose training batches group playlists of similar target length (little padding)."""
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Seq2SeqTrainer
@@ -468,6 +478,11 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int):
                        for i, n in enumerate(data.label_lengths())]
             return EpochSeededSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths,
                                       self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+
+        def _issue_warnings_after_load(self, load_result):
+            tied = tied_parameter_names(self.model)  # not a problem to warn about at every run's end
+            super()._issue_warnings_after_load(
+                load_result._replace(missing_keys=[k for k in load_result.missing_keys if k not in tied]))
 
     if args.device.type == "cpu":
         use_fast_cpu_dropout(model)

@@ -22,7 +22,8 @@ TINY = ["--tiger.d_model=32", "--tiger.d_ff=64", "--tiger.num_layers=1", "--tige
         "--tiger.threads=1", "--tiger.max_steps=8", "--tiger.eval_steps=4", "--tiger.save_steps=4"]
 EVAL = ["--eval.k=20", "--eval.n_clusters=10", "--generate.batch_size=4", "--generate.num_beams=2",
         "--eval.examples=3"]
-SONG_LINE = re.compile(r"^\s*\d+\. \S.* - \S.* \((cluster \d+-\d+, \d+ songs?|no cluster: from similar playlists)\)$")
+SONG_LINE = re.compile(r"^\s*\d+\. \S.* - \S.* \((cluster \d+-\d+: (1 of \d+ songs|its only song)"
+                       r"|no cluster: from similar playlists)\)$")
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +166,54 @@ def test_song_index_cache_follows_its_inputs(pipeline, monkeypatch):
     os.utime(train, ns=(train.stat().st_atime_ns, train.stat().st_mtime_ns + 10**9))  # a new corpus
     catalogue.load_catalogue(cfg)
     assert calls == [1]
+
+
+def fails(cmd, **kw):
+    out = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240, **kw)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and out.stdout == "", (out.stdout, out.stderr)
+    return out.stderr
+
+
+@pytest.mark.parametrize("title", ["   ", ""])
+def test_a_blank_title_is_one_error_not_a_prompt(pipeline, title):
+    err = fails([sys.executable, "generate_playlist.py", *pipeline, "--title", title], input="chill\n")
+    assert err == "error: --title is blank: give a title, or leave --title out to type titles at a prompt\n"
+
+
+def test_piped_blank_lines_are_one_error(pipeline):
+    err = fails([sys.executable, "generate_playlist.py", *pipeline], input="\n   \n\n")
+    assert "no title on stdin (only blank lines)" in err
+
+
+def test_long_title_is_shortened_and_missing_songs_are_said(pipeline, capsys):
+    generate_playlist.main(pipeline + ["--title=" + "chill " * 1000, "--num_songs=500"])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out[0]) < 140 and out[0].startswith("🎵 chill chill") and "..." in out[0]
+    n = sum(bool(SONG_LINE.match(line)) for line in out)
+    assert n < 500 and out[-1] == f"(only {n} of the 500 songs asked for: the catalogue has no more)"
+
+
+def test_cluster_sizes_read_as_this_song_of_its_cluster(pipeline):
+    from playlist_gen.catalogue import SongIndex
+
+    maker = object.__new__(generate_playlist.PlaylistMaker)
+    maker.cfg = config_for(pipeline)
+    maker.cfg.generate.num_songs = 2
+    maker.catalogue = type("C", (), {"index": SongIndex({(1, 2): ["a"], (3, 4): ["b", "c"]}, {}, {})})()
+    lines = maker.format("t", [("a", (1, 2)), ("b", (3, 4))]).splitlines()
+    assert lines[1].endswith("(cluster 1-2: its only song)") and lines[2].endswith("(cluster 3-4: 1 of 2 songs)")
+
+
+def test_the_prompt_gets_no_info_lines(pipeline, monkeypatch, caplog, capsys):
+    import logging
+
+    cfg = config_for(pipeline)
+    cfg.song_index_path.unlink(missing_ok=True)  # loading logs "building the song index" at INFO
+    caplog.set_level(logging.INFO)
+    answers = iter(["chill", "quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    generate_playlist.main(pipeline + ["--num_songs=2"])
+    assert [r for r in caplog.records if r.levelno < logging.WARNING] == []
+    assert logging.getLogger().level == logging.INFO  # restored after the prompt
+    assert sum(bool(SONG_LINE.match(line)) for line in capsys.readouterr().out.splitlines()) == 2

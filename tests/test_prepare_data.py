@@ -256,3 +256,11 @@ def test_vector_ids_that_match_no_playlist_song_stop_with_examples(demo, tmp_pat
                                             r"as \['000\d+', .* ids such as \['\d+', .*`000001` is not `1`"):
         run(tmp_path, "i", "--source=csv")
     assert not (tmp_path / "i" / "manifests").exists()
+
+
+def test_demo_songs_have_distinct_names_per_artist_and_plain_band_names(demo):
+    folder, _ = demo
+    songs = pd.read_csv(folder / "gen_song_info.csv", dtype=str)
+    assert not songs.duplicated(["songname", "singername"]).any()  # "Midnight Fire - 蔡一欣" twice in one playlist
+    assert not songs["singername"].str.endswith("ss").any()  # "The Wavess"
+    assert songs["singername"].str.startswith("The ").any()

