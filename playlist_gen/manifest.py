@@ -167,8 +167,8 @@ class Reads:
                 raise PipelineError(f"{path} not found: no finished run made {WHAT[product]} here (or it ran before "
                                     f"manifests existed); run `{COMMANDS[product]}`")
             if not manifest.get("complete"):
-                raise PipelineError(f"{WHAT[product]} is half-written: `{manifest.get('command')}` did not finish "
-                                    f"({path}); run it again")
+                raise PipelineError(f"`{manifest.get('command')}` did not finish, so {WHAT[product]} may be "
+                                    f"half-written ({path}); run it again")
             self._manifests[product] = manifest
         return self._manifests[product]
 
@@ -182,7 +182,7 @@ class Reads:
             now = upstream["files"].get(key)
             if now is None or now["sha256"] != rec["sha256"]:
                 where = path_of(self.cfg, key)
-                raise PipelineError(f"{WHAT[product]} was made from a different {where} than the current one "
+                raise PipelineError(f"{WHAT[product]} came from a different {where} than the current one "
                                     f"(`{upstream['command']}` ran since): re-run `{manifest['command']}`")
             self._check_chain(rec["product"])
         self._chained.add(product)

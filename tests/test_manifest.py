@@ -75,7 +75,7 @@ def test_new_semantic_ids_after_training_stop_every_later_stage(world):
     """train_rq_kmeans.py --seed=7 (same K) after training: the model and corpus belong to the old IDs."""
     root, args = world
     train_rq_kmeans.main(args + ["--rqkmeans.vocab_size=8", "--seed=7"])
-    stale = "was made from a different"
+    stale = "came from a different"
     refused(train_tiger.main, args + TINY, "re-run `python prepare_corpus.py`")
     refused(evaluate_tiger.main, args + EVAL, stale)
     refused(generate_playlist.main, args + ["--title=chill"], "re-run `python prepare_corpus.py`")
@@ -223,3 +223,23 @@ def test_damaged_codebooks_are_named(world):
     with pytest.raises(PipelineError, match=r"codebooks.npz is damaged \(BadZipFile"):
         load_codebooks(path, "re-run `python train_rq_kmeans.py`")
     refused(debug_collisions.main, args, "codebooks.npz changed since `python train_rq_kmeans.py`")
+
+
+def test_make_demo_keeps_to_demo_and_make_clean_spares_user_folders(tmp_path):
+    """`make demo` wrote the demo world into data/, where the README tells users to put their CSVs, and
+    `make clean` ran rm -rf data."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+
+    def dry_run(target):
+        out = subprocess.run(["make", "-n", target, f"VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True,
+                             text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    stages = [line for line in dry_run("demo") if line.startswith(str(tmp_path / "venv" / "bin" / "python"))]
+    assert len(stages) == 7
+    for line in stages:
+        assert "--data_dir=demo/data --output_dir=demo/outputs --model_dir=demo/models" in line, line
+    removed = " ".join(line for line in dry_run("clean") if line.startswith("rm "))
+    assert "demo" in removed.split() and not {"data", "outputs", "models"} & set(removed.split())
