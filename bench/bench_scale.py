@@ -92,6 +92,7 @@ def phase_vectors(data: Path) -> dict:
 
 def phase_corpus(data: Path, out: Path) -> dict:
     import prepare_corpus
+    from playlist_gen import manifest
     from playlist_gen.cli import parse_config
     from playlist_gen.data import read_csv_strings
     from playlist_gen.semantic_ids import write_meta, write_semantic_ids
@@ -102,6 +103,7 @@ def phase_corpus(data: Path, out: Path) -> dict:
     codes = np.random.default_rng(0).integers(0, 1024, size=(len(ids), 2))
     write_semantic_ids(cfg.semantic_ids_path, list(ids), codes)
     write_meta(cfg.semantic_meta_path, "fixture", 2, [1024, 1024], 100)
+    manifest.adopt(cfg)  # record the data and IDs written here, as stages 0 and 1 would have
     t0 = time.perf_counter()
     prepare_corpus.main(argv)
     return {"prepare_corpus": time.perf_counter() - t0}

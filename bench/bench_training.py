@@ -54,7 +54,7 @@ def param_counts(model) -> tuple[int, int, int]:
 
 
 def main() -> None:
-    from playlist_gen import training
+    from playlist_gen import manifest, training
     from playlist_gen.cli import parse_config
     from playlist_gen.modeling import build_model, semantic_tokens
 
@@ -63,7 +63,7 @@ def main() -> None:
     cfg = parse_config(argv + [f"--tiger.max_steps={steps}", "--tiger.eval_steps=100000",
                                "--tiger.save_steps=100000", "--tiger.resume=false", "--tiger.logging_steps=100000"])
     tc = cfg.tiger
-    corpus_meta, _, train_df, val_df = training.load_corpus(cfg)
+    corpus_meta, _, train_df, val_df = training.load_corpus(cfg, manifest.Reads(cfg))
     args = training.training_arguments(cfg)  # sets torch's threads (--tiger.threads) as train_tiger.py does
     print(machine())
     mm0, mm0_cpu = matmul_gflops(), matmul_gflops(clock=time.process_time)  # at the thread count training uses
