@@ -153,7 +153,9 @@ class RecommendConfig:
     """The recommender generate_playlist.py uses, and settings every recommender shares (playlist_gen.recommend)."""
 
     method: str = "fusion"  # model | fusion (model + title kNN) | popularity | title_knn | random_cluster
-    fusion_weight: float = 0.5  # fusion: w * P_model(song) + (1 - w) * P_kNN(song)
+    fusion: str = "product"  # product (P_model^w * P_kNN^(1-w), each floored) | mixture (w P_model + (1-w) P_kNN)
+    fusion_weight: float = 0.4  # w above: the model's share
+    fusion_floor: float = 0.01  # product: each distribution + this share of its maximum (a song one of them missed)
     popularity_weight: float = 0.0  # fusion: this share of the mixture goes to training popularity instead
     knn_text: str = "input"  # title kNN reads: input (the model's input text, tags included) | title
     knn_neighbors: int = 50  # title kNN: training playlists that vote

@@ -22,8 +22,9 @@ def main(argv=None):
     song_to_ids, id_meta = load_semantic_ids(cfg)
     playlists = load_playlists(cfg)
     corpus.check_vector_split(cfg)
-    pairs, counts = corpus.build_pairs(playlists, song_to_ids, cc, cfg.seed)
-    labels = corpus.split_labels_for(playlists.info, cc, cfg.seed)[pairs["row"].to_numpy()]
+    labels = corpus.split_labels_for(playlists.info, cc, cfg.seed)
+    pairs, counts = corpus.build_pairs(playlists, song_to_ids, cc, cfg.seed, labels)
+    labels = labels[pairs["row"].to_numpy()]
     sizes = {split: int((labels == split).sum()) for split in corpus.SPLITS}
     if sizes["train"] == 0 or (cc.val_fraction > 0 and sizes["val"] == 0):
         raise PipelineError(f"splits {sizes} leave no training or validation playlists ({len(pairs):,} playlists "

@@ -42,7 +42,7 @@ def song_sort_key(song_id: str):
 class CorpusCounts:
     playlists_in: int = 0
     playlists_without_songs: int = 0
-    playlists_too_short: int = 0  # fewer than min_songs songs with IDs after dropping/collapsing
+    playlists_too_short: int = 0  # training playlists with fewer than min_songs songs with IDs
     songs_in: int = 0
     songs_without_ids: int = 0
     repeats_collapsed: int = 0
@@ -177,8 +177,9 @@ def join_targets(rows, tids, lengths, kept_rows: np.ndarray, tuple_text: np.ndar
     """Each kept playlist's tuple strings joined by spaces; rows ascending, entries of other rows skipped."""
     rows_kept = np.zeros(len(lengths), dtype=bool)
     rows_kept[kept_rows] = True
-    if len(kept_rows) < np.count_nonzero(lengths):
-        tids = tids[rows_kept[rows]]
+    keep = rows_kept[rows]
+    if not keep.all():
+        tids = tids[keep]
     ends = np.cumsum(lengths[kept_rows])
     starts = ends - lengths[kept_rows]
     targets = []
@@ -199,9 +200,12 @@ def check_corpus_config(cc) -> None:
         raise PipelineError(f"--corpus.order={cc.order!r}: use original, sorted or shuffled")
 
 
-def build_pairs(playlists, song_to_ids: dict, cc, seed: int) -> tuple[pd.DataFrame, CorpusCounts]:
-    """Every playlist with at least min_songs songs with IDs -> a row (glid, title, target, row), in info order;
-    `row` is the playlist's row in the info table.
+def build_pairs(playlists, song_to_ids: dict, cc, seed: int, labels: np.ndarray | None = None
+                ) -> tuple[pd.DataFrame, CorpusCounts]:
+    """Every playlist with songs -> a row (glid, title, target, row), in info order; `row` is the playlist's row in
+    the info table. `labels` (split_labels_for; None: all training) decide the rest: training playlists need at least
+    min_songs songs with IDs to be kept, while validation and test playlists are kept whatever their songs' IDs,
+    so which playlists a method is scored on never depends on the semantic IDs; `unused` playlists are left out.
 
     Vectorised over all entries (66M at MPD scale): songs -> integer codes -> tuple ids; each distinct tuple's
     token string is formatted once and the targets are joins of those strings."""
@@ -215,8 +219,10 @@ def build_pairs(playlists, song_to_ids: dict, cc, seed: int) -> tuple[pd.DataFra
     rows, tids = drop_and_order(rows, songs, song_ids, tuple_of_song, cc, seed, counts)
     del songs
     rows, tids, lengths = truncate(rows, tids, len(info), cc, counts)
-    kept = lengths >= cc.min_songs
-    counts.playlists_too_short = int((with_songs & ~kept).sum())
+    train = np.ones(len(info), dtype=bool) if labels is None else labels == "train"
+    held_out = np.zeros(len(info), dtype=bool) if labels is None else (labels == "val") | (labels == "test")
+    kept = with_songs & ((train & (lengths >= cc.min_songs)) | held_out)
+    counts.playlists_too_short = int((with_songs & train & ~kept).sum())
     kept_rows = np.flatnonzero(kept)
     pairs = pd.DataFrame({
         "glid": info["playlist_id"].to_numpy(dtype=object)[kept_rows],

@@ -7,7 +7,8 @@ over recommenders and never branch on which one they hold. `load_recommenders` b
 - `model`: the trained T5. decoding `rank` (default) scores every cluster exactly, P(cluster | title) from the
   constrained decoder, and every song by P(cluster | title) * P(song | cluster); `beam` / `sample` generate a
   sequence of clusters and take one song per cluster, then the clusters' other songs.
-- `fusion`: the model's song distribution mixed with title kNN's, w * P_model + (1 - w) * P_kNN.
+- `fusion`: the model's song distribution fused with title kNN's: by default a product of experts (the model
+  re-ranks kNN's candidates), or a mixture w * P_model + (1 - w) * P_kNN.
 - `popularity`, `title_knn`, `random_cluster`: the baselines, given the same normalised input text.
 
 Songs are held as integer codes of the `Catalogue`; scores are probabilities where the method has them.
@@ -214,21 +215,39 @@ class T5Recommender(Recommender):
         return out
 
 
+FUSIONS = ("product", "mixture")
+
+
 class Fusion(Recommender):
-    """(1 - p) * (w * the model's song distribution + (1 - w) * title kNN's) + p * popularity's: retrieval fused
-    with generation, and a popularity prior for the tail."""
+    """Retrieval fused with generation: the model's song distribution P_m and title kNN's P_k combined as
+
+    - product (a product of experts): P ~ (P_m + f max P_m)^w (P_k + f max P_k)^(1 - w). A song needs both to rate
+      it: the model re-ranks kNN's candidates, and the floor f lets a song one of them misses still come in.
+    - mixture: P = w P_m + (1 - w) P_k.
+
+    then (1 - p) P + p * training popularity (a prior for the tail)."""
 
     name = "fusion"
 
     def __init__(self, model: Recommender, knn: Recommender, catalogue: Catalogue, weight: float = 0.5,
-                 popularity: float = 0.0):
-        if not (0 <= weight <= 1 and 0 <= popularity <= 1):
-            raise PipelineError(f"fusion weights {weight}, {popularity} must be in [0, 1]")
+                 popularity: float = 0.0, how: str = "product", floor: float = 0.01):
+        if not (0 <= weight <= 1 and 0 <= popularity <= 1 and 0 < floor <= 1):
+            raise PipelineError(f"fusion weight {weight} and popularity {popularity} must be in [0, 1], the floor "
+                                f"{floor} in (0, 1]")
+        if how not in FUSIONS:
+            raise PipelineError(f"--recommend.fusion={how!r}: use one of {', '.join(FUSIONS)}")
         self.model, self.knn, self.catalogue, self.weight, self.popularity = model, knn, catalogue, weight, popularity
+        self.how, self.floor = how, floor
 
     def song_distributions(self, requests):
-        mixed = self.weight * self.model.song_distributions(requests) + \
-            (1 - self.weight) * self.knn.song_distributions(requests)
+        pm, pk = self.model.song_distributions(requests), self.knn.song_distributions(requests)
+        if self.how == "mixture":
+            mixed = self.weight * pm + (1 - self.weight) * pk
+        else:
+            log_p = self.weight * np.log(pm + self.floor * pm.max(axis=1, keepdims=True) + 1e-300) + \
+                (1 - self.weight) * np.log(pk + self.floor * pk.max(axis=1, keepdims=True) + 1e-300)
+            mixed = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+            mixed /= mixed.sum(axis=1, keepdims=True)
         if self.popularity:
             mixed = (1 - self.popularity) * mixed + self.popularity * Popularity(self.catalogue).song_distributions(
                 requests)
@@ -260,7 +279,8 @@ def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: st
                 generator = load_generator(cfg, catalogue.clusters, device)
                 built[name] = T5Recommender(generator, catalogue, g, g.mode, pick, r.fill_to_k)
             elif name == "fusion":
-                built[name] = Fusion(get("model"), get("title_knn"), catalogue, r.fusion_weight, r.popularity_weight)
+                built[name] = Fusion(get("model"), get("title_knn"), catalogue, r.fusion_weight, r.popularity_weight,
+                                     r.fusion, r.fusion_floor)
             elif name == "title_knn":
                 built[name] = TitleKNN(catalogue, r.knn_neighbors, r.knn_text)
             elif name == "popularity":

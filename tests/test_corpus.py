@@ -80,6 +80,19 @@ def test_corpus_round_trip(world):
     assert meta["songs_truncated"] > 0
 
 
+def test_held_out_playlists_do_not_depend_on_semantic_ids(tmp_path):
+    """Which playlists are scored must not change with the IDs: min_songs filters training playlists only."""
+    world = make_world(tmp_path, missing_ids=200)  # most songs without an ID
+    cfg = config_for(world)
+    prepare_corpus.main(world + ["--corpus.min_songs=3", "--corpus.test_fraction=0.3"])
+    few = {s: corpus.read_split(cfg, s) for s in corpus.SPLITS}
+    assert all(len(tokens.decode(t, 2)) >= 3 for t in few["train"]["target"])
+    assert any(len(tokens.decode(t, 2)) < 3 for t in few["test"]["target"])
+    prepare_corpus.main(world + ["--corpus.min_songs=1", "--corpus.test_fraction=0.3"])
+    assert list(corpus.read_split(cfg, "test")["glid"]) == list(few["test"]["glid"])
+    assert len(corpus.read_split(cfg, "train")) > len(few["train"])
+
+
 def test_grouped_split_keeps_each_title_in_one_split(world):
     prepare_corpus.main(world + ["--corpus.val_fraction=0.2", "--corpus.test_fraction=0.2"])
     cfg = config_for(world)
@@ -118,7 +131,8 @@ def test_orders_and_collapse(tmp_path):
     for split in corpus.SPLITS:
         for target in corpus.read_split(cfg, split)["target"]:
             t = tokens.decode(target, 2)
-            assert len(t) >= 3 and all(a != b for a, b in zip(t, t[1:]))
+            assert all(a != b for a, b in zip(t, t[1:]))
+            assert len(t) >= 3 or split != "train"  # held-out playlists are kept whatever their songs' IDs
 
 
 def test_missing_semantic_ids_says_what_to_run(tmp_path):

@@ -133,20 +133,32 @@ def test_model_ranks_songs_by_cluster_times_song_probability():
     assert model.song_distributions([Request("t")])[0].sum() == pytest.approx(1.0)
 
 
-def test_fusion_mixes_the_two_distributions():
+def test_fusion_mixes_or_multiplies_the_two_distributions():
     from config import GenerateConfig
 
     cat = catalogue()
     model = T5Recommender(FixedModel([0.5, 0.2, 0.3]), cat, GenerateConfig(), "rank")
     knn = TitleKNN(cat, neighbors=2)
-    fused = Fusion(model, knn, cat, weight=0.25)
     req = Request("chill", k=5, n_clusters=3)
-    expected = 0.25 * model.song_distributions([req])[0] + 0.75 * knn.song_distributions([req])[0]
-    [rec] = fused.recommend([req])
-    assert rec.songs == [cat.songs[i] for i in np.lexsort((cat.pop_rank, -expected))]
-    assert rec.song_scores == pytest.approx(sorted(expected, reverse=True))
-    with pytest.raises(PipelineError):
-        Fusion(model, knn, cat, weight=1.5)
+    pm, pk = model.song_distributions([req])[0], knn.song_distributions([req])[0]
+    mixed = 0.25 * pm + 0.75 * pk
+    [rec] = Fusion(model, knn, cat, weight=0.25, how="mixture").recommend([req])
+    assert rec.songs == [cat.songs[i] for i in np.lexsort((cat.pop_rank, -mixed))]
+    assert rec.song_scores == pytest.approx(sorted(mixed, reverse=True))
+    # product: (pm + 0.1 max pm)^0.25 (pk + 0.1 max pk)^0.75, normalised
+    product = (pm + 0.1 * pm.max()) ** 0.25 * (pk + 0.1 * pk.max()) ** 0.75
+    product /= product.sum()
+    [rec] = Fusion(model, knn, cat, weight=0.25, how="product", floor=0.1).recommend([req])
+    assert rec.song_scores == pytest.approx(sorted(product, reverse=True))
+    code = cat.code
+    assert rec.songs[0] == "b"  # both rate b highest
+    assert rec.songs.index("d") > rec.songs.index("c")  # d: the model likes it, kNN has no vote for it
+    assert pk[code["d"]] == 0 and pm[code["d"]] > pm[code["c"]]
+    with_pop = Fusion(model, knn, cat, weight=0.25, popularity=0.5, how="mixture").song_distributions([req])[0]
+    assert with_pop == pytest.approx(0.5 * mixed + 0.5 * cat.counts / cat.counts.sum())
+    for bad in (dict(weight=1.5), dict(popularity=-0.1), dict(floor=0), dict(how="sum")):
+        with pytest.raises(PipelineError):
+            Fusion(model, knn, cat, **bad)
 
 
 def test_exact_cluster_log_probs_match_teacher_forcing():
