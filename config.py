@@ -123,7 +123,7 @@ class TigerConfig:
     tie_embeddings: bool = True
     dropout: float = 0.1
     input_dropout: float = 0.0  # drop each title token of a training example with this probability (unseen wordings)
-    max_source_len: int = 48  # title tokens
+    max_source_len: int = 128  # input tokens: title, extra columns (NetEase titles with tags: median 40)
     objective: str = "tuples"  # tuples (each entry: title -> its cluster) | sets (random subsets) | sequence (in order)
     set_size: int = 20  # objective=sets: clusters per example
     sets_per_playlist: int = 8  # objective=sets: examples per playlist per epoch

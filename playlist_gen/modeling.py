@@ -66,8 +66,9 @@ def scratch_tokenizer(texts, semantic: list[str], vocab_size: int, lowercase: bo
     backend = Tokenizer(Unigram(pieces, unk_id=2, byte_fallback=True))
     backend.normalizer = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
     split = [pre_tokenizers.Split(Regex(CJK), behavior="isolated")] if cjk_chars else []
-    backend.pre_tokenizer = pre_tokenizers.Sequence(split + [  # spaces between semantic tokens make no token
-        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    backend.pre_tokenizer = pre_tokenizers.Sequence([  # spaces between semantic tokens make no token
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")] + split)
+    # CJK split last: one word-start mark per run of characters, not one per character (which doubled the length)
     backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                          decoders.Strip(" ", 1, 0)])
     backend.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}",
