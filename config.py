@@ -103,6 +103,8 @@ class CorpusConfig:
     val_fraction: float = 0.05
     test_fraction: float = 0.1
     train_fraction: float = 1.0  # learning curves: keep this seeded share of the training playlists
+    continuation: int = 0  # extra examples per training playlist: title + its first k songs -> the rest
+    seed_counts: str = "0,1,5,10,25"  # continuation: the k drawn per example (RecSys Challenge 2018 categories)
 
 
 @dataclass
@@ -164,6 +166,21 @@ class RecommendConfig:
 
 
 @dataclass
+class HSTUConfig:
+    """The sequential baseline (playlist_gen.sequential, method hstu): torch-rechub's HSTUModel over song ids."""
+
+    d_model: int = 64
+    heads: int = 2
+    layers: int = 2
+    max_len: int = 50  # songs of context
+    dropout: float = 0.2
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_count: int = 2  # songs in at least this many training playlists are the model's vocabulary
+
+
+@dataclass
 class GenerateConfig:
     """Generation, shared by evaluate_tiger.py and generate_playlist.py."""
 
@@ -188,6 +205,7 @@ class EvalConfig:
 
     methods: str = "model,fusion,popularity,title_knn,random_cluster"  # compared in one run, on the same playlists
     split: str = "test"  # test | val
+    seed_songs: int = 0  # continuation: the first K songs of each playlist are given, scored on the rest
     k: int = 100  # NDCG@K, Recall@K
     n_clusters: int = 0  # clusters per test playlist, every method alike; 0 = median distinct clusters in training
     song_pick: str = "popular"  # cluster -> song (beam/sample decoding, random clusters): popular | random | weighted
@@ -209,6 +227,7 @@ class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tiger: TigerConfig = field(default_factory=TigerConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    hstu: HSTUConfig = field(default_factory=HSTUConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -296,6 +315,11 @@ class Config:
     def song_index_path(self) -> Path:
         """Cluster -> songs by popularity, names, artists: a cache so generate_playlist.py starts fast."""
         return Path(self.output_dir) / "song_index.json"
+
+    @property
+    def hstu_path(self) -> Path:
+        """The sequential baseline, trained by evaluate_tiger.py when asked for (cached)."""
+        return Path(self.output_dir) / "baselines" / "hstu.pt"
 
     def config_path(self, stage: str) -> Path:
         """Where a stage saves the resolved config it ran with."""

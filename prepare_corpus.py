@@ -31,6 +31,9 @@ def main(argv=None):
                             "kept); check the data, --corpus.min_songs and the split fractions")
     for split in corpus.SPLITS:
         corpus.write_split(cfg.split_path(split), pairs[labels == split])
+    seeded = corpus.continuation_rows(pairs[labels == "train"], cc, int(id_meta["levels"]), cfg.seed)
+    corpus.write_split(cfg.split_path(corpus.SEEDED), seeded)  # always written: no stale file from an earlier run
+    sizes[corpus.SEEDED] = len(seeded)
     corpus.log_counts(counts, sizes)
     write_json(cfg.corpus_meta_path, corpus.corpus_meta(cc, counts, sizes, id_meta, cfg.seed))
     save_config(cfg, "prepare_corpus")

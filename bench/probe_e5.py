@@ -42,7 +42,7 @@ def main() -> None:
     cfg = parse_config(sys.argv[1:], __doc__)
     playlists = load_playlists(cfg)
     catalogue = load_catalogue(cfg, playlists, write=False)
-    test = ev.load_test_playlists(cfg, playlists, 2, "level")
+    test = ev.load_test_playlists(cfg, playlists, catalogue.index)
 
     def score(votes) -> tuple[float, float]:
         ndcg, rprec = [], []

@@ -25,6 +25,7 @@ from .text import EXTRA_SEPARATOR, clean_text, normalize_title, title_key
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+SEEDED = "train_seeded"  # continuation examples of the training playlists (a split file of their own)
 COLUMNS = ("glid", "title", "target")
 MADE_BY = "run `python prepare_corpus.py` first"
 EXTRA_AUTO = ("tags",)  # extra_columns=auto: these columns, when the info file has them
@@ -255,6 +256,33 @@ def split_labels(keys: pd.Series, how: str, val_fraction: float, test_fraction: 
     return labels
 
 
+def seed_counts(setting: str) -> list[int]:
+    try:
+        counts = sorted({int(k) for k in setting.split(",") if k.strip()})
+    except ValueError:
+        counts = []
+    if not counts or counts[0] < 0:
+        raise PipelineError(f"--corpus.seed_counts={setting!r}: give seed-song counts such as 0,1,5,10,25")
+    return counts
+
+
+def continuation_rows(train: pd.DataFrame, cc, levels: int, seed: int) -> pd.DataFrame:
+    """`cc.continuation` extra examples per training playlist for continuing a playlist (RecSys Challenge 2018's
+    categories): the input text + the semantic-ID tokens of its first k songs -> the rest of its songs, k drawn per
+    example from `cc.seed_counts` (values leaving no song to predict are not drawn; k=0 is the title-only case)."""
+    counts = np.array(seed_counts(cc.seed_counts))
+    rng = np.random.default_rng([seed, 2])
+    rows = []
+    for glid, text, target in zip(train["glid"], train["title"], train["target"]):
+        toks = target.split()
+        n = len(toks) // levels
+        allowed = counts[counts < n]
+        for k in rng.choice(allowed, cc.continuation) if len(allowed) else ():
+            seeds = tokens.decode(toks[:k * levels], levels, cc.token_scheme)
+            rows.append((glid, tokens.with_seeds(text, seeds, cc.token_scheme), " ".join(toks[k * levels:])))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
 def split_labels_for(info: pd.DataFrame, cc, seed: int) -> np.ndarray:
     """The split of every playlist of the info table (before any is dropped for lack of songs), so stage 0 can
     build song vectors from the training playlists alone and stage 2 draws the same split."""
@@ -338,7 +366,8 @@ def corpus_meta(cc, counts: CorpusCounts, split_sizes: dict, id_meta: dict, seed
         semantic_ids_method=id_meta["method"], levels=int(id_meta["levels"]),
         codebook_sizes=[int(k) for k in id_meta["codebook_sizes"]], max_songs=cc.max_songs, min_songs=cc.min_songs,
         order=cc.order, collapse_repeats=cc.collapse_repeats, split=cc.split, extra_columns=cc.extra_columns,
-        normalize=cc.normalize, train_fraction=cc.train_fraction,
+        normalize=cc.normalize, train_fraction=cc.train_fraction, continuation=cc.continuation,
+        seed_counts=cc.seed_counts,
         val_fraction=cc.val_fraction, test_fraction=cc.test_fraction, seed=seed,
     )
     return out

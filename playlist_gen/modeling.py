@@ -59,8 +59,8 @@ def scratch_tokenizer(texts, semantic: list[str], vocab_size: int, lowercase: bo
     from tokenizers.models import Unigram
     from transformers import PreTrainedTokenizerFast
 
-    texts = [t.lower() if lowercase else t for t in texts]
-    if cjk_chars:
+    texts = [tokens.TOKEN_RE.sub(" ", t.lower() if lowercase else t) for t in texts]  # seed songs' ID tokens:
+    if cjk_chars:  # added whole below, never pieces of SentencePiece's vocabulary
         texts = [re.sub(f"({CJK})", r" \1 ", t) for t in texts]
     pieces = train_sentencepiece(texts, vocab_size, seed)
     backend = Tokenizer(Unigram(pieces, unk_id=2, byte_fallback=True))

@@ -80,6 +80,24 @@ def test_corpus_round_trip(world):
     assert meta["songs_truncated"] > 0
 
 
+def test_continuation_rows_give_the_first_k_songs_and_ask_for_the_rest():
+    train = pd.DataFrame({"glid": ["p", "q"], "title": ["chill", "x"],
+                          "target": [tokens.encode([(1, 1), (2, 2), (3, 3), (4, 4)]), tokens.encode([(5, 5)])]})
+    cc = CorpusConfig(continuation=20, seed_counts="0,1,3,10")
+    rows = corpus.continuation_rows(train, cc, levels=2, seed=0)
+    assert set(rows["glid"]) == {"p", "q"} and len(rows) == 40
+    for glid, text, target in rows.itertuples(index=False):
+        full = tokens.decode(train.set_index("glid").loc[glid, "target"], 2)
+        rest = tokens.decode(target, 2)
+        k = len(full) - len(rest)
+        assert k in (0, 1, 3) and rest == full[k:]  # 10 would leave nothing to find
+        assert text == ("chill" if glid == "p" else "x") + (" | " + tokens.encode(full[:k]) if k else "")
+    ks = {len(tokens.decode(t, 2)) for g, t in zip(rows["glid"], rows["target"]) if g == "p"}
+    assert ks == {4, 3, 1}  # every allowed k drawn
+    with pytest.raises(PipelineError):
+        corpus.seed_counts("1,x")
+
+
 def test_held_out_playlists_do_not_depend_on_semantic_ids(tmp_path):
     """Which playlists are scored must not change with the IDs: min_songs filters training playlists only."""
     world = make_world(tmp_path, missing_ids=200)  # most songs without an ID

@@ -112,11 +112,15 @@ def test_random_clusters_are_distinct_real_and_seeded():
 class FixedModel:
     """A stand-in generator: the same P(cluster | text) for every text."""
 
+    scheme = "level"
+
     def __init__(self, probs):
         self.trie = type("Trie", (), {"clusters": [X, Y, Z]})()
         self.logp = np.log(np.array(probs))
+        self.texts = []
 
     def cluster_log_probs(self, texts, batch_size=32):
+        self.texts += texts
         return np.tile(self.logp, (len(texts), 1))
 
 
@@ -131,6 +135,33 @@ def test_model_ranks_songs_by_cluster_times_song_probability():
     assert rec.song_scores[:4] == pytest.approx([0.35, 0.3, 0.2, 0.15])
     assert rec.clusters == [X, Z] and rec.cluster_scores == pytest.approx([0.5, 0.3])
     assert model.song_distributions([Request("t")])[0].sum() == pytest.approx(1.0)
+
+
+def test_seed_songs_reach_the_model_and_never_come_back():
+    from config import GenerateConfig
+
+    cat = catalogue()
+    fixed = FixedModel([0.5, 0.2, 0.3])
+    model = T5Recommender(fixed, cat, GenerateConfig(), "rank")
+    [rec] = model.recommend([Request("t", k=5, n_clusters=2, seed_songs=("b", "e"), exclude=frozenset({"c"}))])
+    assert fixed.texts == ["t | <a_0> <b_0>"]  # b's cluster X; e has no ID
+    assert rec.songs == ["d", "a"] + [s for s in rec.songs[2:]] and not {"b", "e", "c"} & set(rec.songs)
+    [rec] = model.recommend([Request("t", k=3, n_clusters=2, demote=frozenset({X}))])
+    assert rec.songs[:2] == ["d", "c"] and rec.clusters == [Z, Y]  # X: 0.05 after demotion, below Z and Y
+    [pop] = Popularity(cat).recommend([Request("t", k=3, seed_songs=("b",))])
+    assert pop.songs == ["d", "a", "c"]
+
+
+def test_cooccurrence_votes_with_the_playlists_holding_the_seeds():
+    from playlist_gen.recommend import CoOccurrence
+
+    cat = catalogue()
+    [rec] = CoOccurrence(cat).recommend([Request("t", k=4, seed_songs=("d", "a"))])
+    # playlists with d: rock (d), rock on (d b); with a: chill (a b e). b: 1 + 1, e: 1; seeds themselves excluded
+    assert rec.songs[:2] == ["b", "e"] and rec.song_scores[:2] == pytest.approx([2 / 3, 1 / 3])
+    assert "d" not in rec.songs and "a" not in rec.songs
+    [cold] = CoOccurrence(cat).recommend([Request("t", k=2)])  # no seed songs: popularity
+    assert cold.songs == ["b", "d"]
 
 
 def test_fusion_mixes_or_multiplies_the_two_distributions():
