@@ -68,6 +68,7 @@ class RQKMeansConfig:
     backend: str = "auto"  # auto (own torch k-means, GPU when present) | torch | faiss
     device: str = "auto"  # auto | cpu | cuda (torch backend; faiss uses its GPUs when it has any)
     normalize: bool = True  # L2-normalise song vectors first (cosine geometry)
+    assign_only: bool = False  # only give IDs to songs added since training, with the saved codebooks
 
 
 @dataclass
@@ -86,6 +87,7 @@ class RQVAEConfig:
     dead_code_steps: int = 50  # re-seed codes unused for this many steps
     normalize: bool = True
     device: str = "auto"  # auto | cpu | cuda
+    assign_only: bool = False  # only give IDs to songs added since training, with the saved encoder
 
 
 @dataclass

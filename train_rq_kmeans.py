@@ -4,6 +4,10 @@ Reads song_vectors.csv (made by prepare_data.py), optionally L2-normalises the v
 k-means codebook per level on the residuals of the previous levels and writes
 outputs/song_semantic_ids.jsonl ({"song_id": ..., "semantic_ids": [...]}, every song once), its
 metadata, and the codebooks (for debug_collisions.py) under outputs/semantic_ids/rqkmeans/.
+
+--rqkmeans.assign_only=true: songs added to song_vectors.csv since training get IDs from the saved codebooks
+(each joins its nearest existing cluster) without refitting them or touching the model; songs with IDs keep them.
+The song index picks them up, so the next generated playlist can contain them.
 """
 
 import time
@@ -15,18 +19,29 @@ from playlist_gen.kmeans import (
     code_usage,
     codebook_sizes,
     l2_normalize,
+    load_codebooks,
     make_kmeans,
     residual_kmeans,
     save_codebooks,
 )
-from playlist_gen.semantic_ids import save_outputs
+from playlist_gen.semantic_ids import assign_new_songs, save_outputs
 
 METHOD = "rqkmeans"
+
+
+def assign_only(cfg) -> int:
+    """New songs of song_vectors.csv -> the nearest existing cluster under the saved codebooks (no refit)."""
+    codebooks, extra = load_codebooks(cfg.method_dir(METHOD) / CODEBOOKS_FILE, "run `python train_rq_kmeans.py` first")
+    normalize = bool(extra.get("normalize", True))
+    return assign_new_songs(cfg, METHOD, lambda X: (l2_normalize(X) if normalize else X, codebooks))
 
 
 def main(argv=None):
     cfg = parse_config(argv, __doc__)
     rq_cfg = cfg.rqkmeans
+    if rq_cfg.assign_only:
+        assign_only(cfg)
+        return
     t0 = time.perf_counter()
     song_ids, X = load_song_vectors(cfg.song_vectors_path)
     sizes = codebook_sizes(rq_cfg.levels, rq_cfg.vocab_size, len(song_ids))

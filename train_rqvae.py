@@ -5,6 +5,9 @@ MLP encoder/decoder whose latent is quantised level by level (codebooks initiali
 dead codes re-seeded) on a seeded train/validation split, keeps the epoch with the best validation
 reconstruction, and writes the songs' codes as outputs/song_semantic_ids.jsonl plus metadata, the
 checkpoint and the codebooks under outputs/semantic_ids/rqvae/.
+
+--rqvae.assign_only=true: songs added to song_vectors.csv since training get IDs from the saved encoder and
+codebooks (each joins the existing cluster nearest to its latent) without retraining; songs with IDs keep them.
 """
 
 import time
@@ -12,15 +15,33 @@ import time
 from playlist_gen.cli import parse_config, run_script, save_config
 from playlist_gen.data import load_song_vectors
 from playlist_gen.kmeans import CODEBOOKS_FILE, codebook_sizes, l2_normalize, save_codebooks
-from playlist_gen.rqvae import CHECKPOINT_FILE, save_checkpoint, train_rqvae
-from playlist_gen.semantic_ids import save_outputs
+from playlist_gen.rqvae import CHECKPOINT_FILE, load_checkpoint, save_checkpoint, train_rqvae
+from playlist_gen.semantic_ids import assign_new_songs, save_outputs
 
 METHOD = "rqvae"
+
+
+def assign_only(cfg) -> int:
+    """New songs of song_vectors.csv -> the nearest existing cluster in the saved encoder's latent space."""
+    import torch
+
+    model, extra = load_checkpoint(cfg.method_dir(METHOD) / CHECKPOINT_FILE, "run `python train_rqvae.py` first")
+    normalize = bool(extra.get("normalize", True))
+
+    def encode(X):
+        with torch.no_grad():
+            z = model.encoder(torch.from_numpy(l2_normalize(X) if normalize else X)).numpy()
+        return z, [b.detach().numpy() for b in model.codebooks]
+
+    return assign_new_songs(cfg, METHOD, encode)
 
 
 def main(argv=None):
     cfg = parse_config(argv, __doc__)
     rq_cfg = cfg.rqvae
+    if rq_cfg.assign_only:
+        assign_only(cfg)
+        return
     t0 = time.perf_counter()
     song_ids, X = load_song_vectors(cfg.song_vectors_path)
     sizes = codebook_sizes(rq_cfg.levels, rq_cfg.vocab_size, len(song_ids))

@@ -40,7 +40,8 @@ def train_sentencepiece(texts, vocab_size: int, seed: int) -> list[tuple[str, fl
     spm.set_random_generator_seed(seed)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=proto, model_type="unigram",
-        vocab_size=max(vocab_size, _MIN_SP_VOCAB), hard_vocab_limit=False,  # cap: what the titles allow
+        vocab_size=max(vocab_size, _MIN_SP_VOCAB, len(set("".join(texts))) + 270),  # every character + 256 bytes
+        hard_vocab_limit=False,  # cap: what the titles allow
         byte_fallback=True, character_coverage=0.9995, normalization_rule_name="identity",  # text is NFKC already
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
         split_digits=False, num_threads=1, minloglevel=2,
