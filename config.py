@@ -25,7 +25,8 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
                  "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
                  "warmup_stable_decay", "greedy")  # transformers' SchedulerType values
 PRECISIONS = ("auto", "fp32", "bf16")
-RECOMMENDERS = ("model", "fusion", "popularity", "title_knn", "random_cluster")
+RECOMMENDERS = ("model", "fusion", "popularity", "title_knn", "random_cluster", "cooccurrence", "hstu")
+FUSIONS = ("product", "mixture")
 KNN_TEXTS = ("input", "title")
 DECODINGS = ("rank", "beam", "sample")
 PICKS = ("random", "popular", "weighted")
@@ -37,7 +38,7 @@ def opt(default, help: str, *, choices: tuple | None = None, each: tuple | None 
         lt=None, kind: str | None = None):
     """A config field with its description and allowed values: `choices` (one of), `each` (a comma-separated list
     of these), bounds `ge`/`gt`/`le`/`lt`, or a `kind` checked by playlist_gen.cli: folder | device | widths |
-    nonblank | model."""
+    nonblank | model | counts."""
     rules = {k: v for k, v in dict(choices=choices, each=each, ge=ge, gt=gt, le=le, lt=lt, kind=kind).items()
              if v is not None}
     return field(default=default, metadata={"help": help, **rules})
@@ -108,6 +109,7 @@ class RQKMeansConfig:
     device: str = opt("auto", "torch backend: auto | cpu | cuda[:N] (faiss uses its GPUs when it has any)",
                       kind="device")
     normalize: bool = opt(True, "L2-normalise song vectors first (cosine geometry)")
+    assign_only: bool = opt(False, "only give IDs to songs added since training, with the saved codebooks")
 
 
 @dataclass
@@ -127,6 +129,7 @@ class RQVAEConfig:
     dead_code_steps: int = opt(50, "re-seed codes unused for this many steps", ge=1)
     normalize: bool = opt(True, "L2-normalise song vectors first (cosine geometry)")
     device: str = opt("auto", "auto | cpu | cuda[:N]", kind="device")
+    assign_only: bool = opt(False, "only give IDs to songs added since training, with the saved encoder")
 
 
 @dataclass
@@ -147,6 +150,9 @@ class CorpusConfig:
     test_fraction: float = opt(0.1, "seeded share of playlists for the test", ge=0, lt=1)
     train_fraction: float = opt(1.0, "learning curves: keep this seeded share of the training playlists", gt=0,
                                 le=1)
+    continuation: int = opt(0, "extra examples per training playlist: title + its first k songs -> the rest", ge=0)
+    seed_counts: str = opt("0,1,5,10,25", "continuation: the k drawn per example (RecSys Challenge 2018 "
+                                          "categories)", kind="counts")
 
 
 @dataclass
@@ -169,7 +175,8 @@ class TigerConfig:
     dropout: float = opt(0.1, "dropout rate", ge=0, lt=1)
     input_dropout: float = opt(0.0, "drop each title token of a training example with this probability (unseen "
                                     "wordings)", ge=0, lt=1)
-    max_source_len: int = opt(48, "title tokens kept", ge=2)
+    max_source_len: int = opt(128, "input tokens: title, extra columns (NetEase titles with tags: median 40)",
+                              ge=2)
     objective: str = opt("tuples", "tuples (each entry: title -> its cluster) | sets (random subsets) | sequence "
                                    "(in order)", choices=OBJECTIVES)
     set_size: int = opt(20, "objective=sets: clusters per example", ge=1)
@@ -204,7 +211,11 @@ class RecommendConfig:
 
     method: str = opt("fusion", "model | fusion (model + title kNN) | popularity | title_knn | random_cluster",
                       choices=RECOMMENDERS)
-    fusion_weight: float = opt(0.5, "fusion: w * P_model(song) + (1 - w) * P_kNN(song)", ge=0, le=1)
+    fusion: str = opt("product", "product (P_model^w * P_kNN^(1-w), each floored) | mixture (w P_model + (1-w) "
+                                 "P_kNN)", choices=FUSIONS)
+    fusion_weight: float = opt(0.4, "w above: the model's share", ge=0, le=1)
+    fusion_floor: float = opt(0.01, "product: each distribution + this share of its maximum (a song one of them "
+                                    "missed)", gt=0, le=1)
     popularity_weight: float = opt(0.0, "fusion: this share of the mixture goes to training popularity instead",
                                    ge=0, le=1)
     knn_text: str = opt("input", "title kNN reads: input (the model's input text, tags included) | title",
@@ -213,6 +224,21 @@ class RecommendConfig:
     song_smoothing: float = opt(0.5, "P(song | cluster) from training counts + this", ge=0)
     fill_to_k: bool = opt(True, "beam/sample decoding, random clusters: extend the list with the clusters' other "
                                 "songs")
+
+
+@dataclass
+class HSTUConfig:
+    """The sequential baseline (playlist_gen.sequential, method hstu): torch-rechub's HSTUModel over song ids."""
+
+    d_model: int = opt(64, "hidden size", ge=1)
+    heads: int = opt(2, "attention heads", ge=1)
+    layers: int = opt(2, "layers", ge=1)
+    max_len: int = opt(50, "songs of context", ge=1)
+    dropout: float = opt(0.2, "dropout rate", ge=0, lt=1)
+    epochs: int = opt(10, "training epochs", ge=1)
+    batch_size: int = opt(32, "playlists per step", ge=1)
+    lr: float = opt(1e-3, "learning rate", gt=0)
+    min_count: int = opt(2, "songs in at least this many training playlists are the model's vocabulary", ge=1)
 
 
 @dataclass
@@ -243,6 +269,7 @@ class EvalConfig:
     methods: str = opt("model,fusion,popularity,title_knn,random_cluster", "recommenders compared in one run, on "
                        "the same playlists (comma-separated)", each=RECOMMENDERS)
     split: str = opt("test", "playlists scored", choices=EVAL_SPLITS)
+    seed_songs: int = opt(0, "continuation: the first K songs of each playlist are given, scored on the rest", ge=0)
     k: int = opt(100, "songs ranked per playlist: NDCG@K, Recall@K", ge=1)
     n_clusters: int = opt(0, "clusters per test playlist, every method alike; 0 = median distinct clusters in "
                              "training", ge=0)
@@ -275,6 +302,7 @@ class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tiger: TigerConfig = field(default_factory=TigerConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    hstu: HSTUConfig = field(default_factory=HSTUConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -372,6 +400,11 @@ class Config:
     def song_index_path(self) -> Path:
         """Cluster -> songs by popularity, names, artists: a cache so generate_playlist.py starts fast."""
         return Path(self.output_dir) / "song_index.json"
+
+    @property
+    def hstu_path(self) -> Path:
+        """The sequential baseline, trained by evaluate_tiger.py when asked for (cached)."""
+        return Path(self.output_dir) / "baselines" / "hstu.pt"
 
     def config_path(self, stage: str) -> Path:
         """Where a stage saves the resolved config it ran with."""

@@ -30,24 +30,36 @@ class Playlist:
     glid: str
     text: str  # the model input: normalised title (+ extra columns)
     title: str  # as the user wrote it
-    reference: list  # the corpus target: its songs' clusters in order
-    truth: list  # every song of the real playlist, with or without a semantic ID
+    reference: list  # the clusters of the songs to find, in order
+    truth: list  # every song to find (the real playlist after its seed songs), with or without a semantic ID
+    seeds: tuple = ()  # the first eval.seed_songs songs, given
 
 
-def load_test_playlists(cfg, playlists, levels: int, scheme: str) -> list[Playlist]:
-    from playlist_gen import tokens
+def load_test_playlists(cfg, playlists, index) -> list[Playlist]:
+    """The playlists of eval.split; with eval.seed_songs = K, their first K songs are given and the rest are to be
+    found (playlists of K songs or fewer are left out, and counted)."""
     from playlist_gen.corpus import read_split
 
     split = read_split(cfg, cfg.eval.split)
     if cfg.eval.max_playlists > 0:
         split = split.head(cfg.eval.max_playlists)
-    if split.empty:
-        raise PipelineError(f"{cfg.split_path(cfg.eval.split)} has no playlists; raise --corpus.test_fraction and "
-                            "re-run `python prepare_corpus.py`")
     song_lists = playlists.song_lists()
     titles = dict(zip(playlists.info["playlist_id"], playlists.info["title"]))
-    return [Playlist(i, g, text, titles.get(g, text), tokens.decode(target, levels, scheme), song_lists.get(g, []))
-            for i, (g, text, target) in enumerate(zip(split["glid"], split["title"], split["target"]))]
+    k = cfg.eval.seed_songs
+    out = []
+    for g, text in zip(split["glid"], split["title"]):
+        songs = song_lists.get(g, [])
+        if len(songs) > k:
+            rest = songs[k:]
+            reference = [index.song_cluster[s] for s in rest if s in index.song_cluster]
+            out.append(Playlist(len(out), g, text, titles.get(g, text), reference, rest, tuple(songs[:k])))
+    if len(out) < len(split):
+        log.info("%s of %s playlists have at most %d songs: left out (nothing to find after the seed songs)",
+                 f"{len(split) - len(out):,}", f"{len(split):,}", k)
+    if not out:
+        raise PipelineError(f"{cfg.split_path(cfg.eval.split)} has no playlists with more than {k} songs; raise "
+                            "--corpus.test_fraction and re-run `python prepare_corpus.py`, or lower --eval.seed_songs")
+    return out
 
 
 def typical_clusters(catalogue) -> int:
@@ -59,8 +71,8 @@ def typical_clusters(catalogue) -> int:
 def score_batch(cfg, recommenders: dict, batch: list[Playlist], n: int, catalogue, scheme: str, artist_of) -> list:
     from playlist_gen.recommend import Request
 
-    requests = [Request(p.text, cfg.eval.k, n, int(np.random.SeedSequence([cfg.seed, p.i]).generate_state(1)[0]))
-                for p in batch]
+    requests = [Request(p.text, cfg.eval.k, n, int(np.random.SeedSequence([cfg.seed, p.i]).generate_state(1)[0]),
+                        p.seeds) for p in batch]
     outputs = {name: r.recommend(requests) for name, r in recommenders.items()}
     records = []
     for j, p in enumerate(batch):
@@ -131,12 +143,12 @@ def main(argv=None):
         playlists = load_playlists(cfg)
         catalogue = load_catalogue(cfg, playlists, write=dist.is_main)
         recommenders = load_recommenders(cfg, methods, dist.device, cfg.eval.song_pick, catalogue)
-        corpus_meta = read_corpus_meta(cfg)
-        scheme = corpus_meta["token_scheme"]
-        test = load_test_playlists(cfg, playlists, int(corpus_meta["levels"]), scheme)
+        scheme = read_corpus_meta(cfg)["token_scheme"]
+        test = load_test_playlists(cfg, playlists, catalogue.index)
         n = cfg.eval.n_clusters or typical_clusters(catalogue)
-        log.info("evaluating %s on %s %s playlists (%s training playlists), %d clusters each", ", ".join(methods),
-                 f"{len(test):,}", cfg.eval.split, f"{len(catalogue.train_codes):,}", n)
+        log.info("evaluating %s on %s %s playlists (%s training playlists), %d clusters each, %d seed songs given",
+                 ", ".join(methods), f"{len(test):,}", cfg.eval.split, f"{len(catalogue.train_codes):,}", n,
+                 cfg.eval.seed_songs)
         artists = dict(zip(playlists.song_info["song_id"], playlists.song_info["artist"]))
         bs = cfg.generate.batch_size
         batches = [test[j:j + bs] for j in range(0, len(test), bs)][dist.rank::dist.world]

@@ -24,21 +24,25 @@ def main(argv=None):
     cc = cfg.corpus
     reads = manifest.Reads(cfg)
     reads.require("semantic_ids", [cfg.semantic_ids_path, cfg.semantic_meta_path])
-    reads.require("data", [cfg.playlist_info_path, cfg.playlist_song_path, cfg.song_info_path],
-                  optional=[cfg.data_report_path])
+    reads.require("data", [cfg.playlist_info_path, cfg.playlist_song_path])  # (song names and counts shape no
+    # target: new songs added later leave the corpus valid)
     song_to_ids, id_meta = load_semantic_ids(cfg)
     playlists = load_playlists(cfg)
     corpus.check_vector_split(cfg)
-    pairs, counts = corpus.build_pairs(playlists, song_to_ids, cc, cfg.seed)
-    labels = corpus.split_labels_for(playlists.info, cc, cfg.seed)[pairs["row"].to_numpy()]
+    labels = corpus.split_labels_for(playlists.info, cc, cfg.seed)
+    pairs, counts = corpus.build_pairs(playlists, song_to_ids, cc, cfg.seed, labels)
+    labels = labels[pairs["row"].to_numpy()]
     sizes = {split: int((labels == split).sum()) for split in corpus.SPLITS}
     if sizes["train"] == 0 or (cc.val_fraction > 0 and sizes["val"] == 0):
         raise PipelineError(f"splits {sizes} leave no training or validation playlists ({len(pairs):,} playlists "
                             "kept); check the data, --corpus.min_songs and the split fractions")
-    files = [*(cfg.split_path(split) for split in corpus.SPLITS), cfg.corpus_meta_path]
+    files = [*(cfg.split_path(split) for split in (*corpus.SPLITS, corpus.SEEDED)), cfg.corpus_meta_path]
     manifest.begin(cfg, "corpus", files)
     for split in corpus.SPLITS:
         corpus.write_split(cfg.split_path(split), pairs[labels == split])
+    seeded = corpus.continuation_rows(pairs[labels == "train"], cc, int(id_meta["levels"]), cfg.seed)
+    corpus.write_split(cfg.split_path(corpus.SEEDED), seeded)  # always written: no stale file from an earlier run
+    sizes[corpus.SEEDED] = len(seeded)
     corpus.log_counts(counts, sizes)
     write_json(cfg.corpus_meta_path, corpus.corpus_meta(cc, counts, sizes, id_meta, cfg.seed))
     save_config(cfg, "prepare_corpus")

@@ -4,6 +4,11 @@ Reads the song vectors of prepare_data.py (song_vectors.csv, or song_vectors_bui
 L2-normalises them, fits one k-means codebook per level on the residuals of the previous levels and writes
 outputs/song_semantic_ids.jsonl ({"song_id": ..., "semantic_ids": [...]}, every song once), its
 metadata, and the codebooks (for debug_collisions.py) under outputs/semantic_ids/rqkmeans/.
+
+--rqkmeans.assign_only=true: songs added to the song vectors since training (run `prepare_data.py --source=csv`
+after adding them) get IDs from the saved codebooks (each joins its nearest existing cluster) without refitting
+them or touching the model; songs with IDs keep them, so the corpus and model stay valid. The song index picks
+them up, so the next generated playlist can contain them.
 """
 
 import time
@@ -12,6 +17,26 @@ from playlist_gen.cli import parse_config, run_script, save_config
 
 METHOD = "rqkmeans"
 SECTIONS = ("rqkmeans",)  # the config sections --help lists first
+
+
+def assign_only(cfg) -> int:
+    """New songs of the song vectors -> the nearest existing cluster under the saved codebooks (no refit); the
+    manifest records the new IDs as an extension of the old ones."""
+    from playlist_gen import manifest
+    from playlist_gen.kmeans import CODEBOOKS_FILE, l2_normalize, load_codebooks
+    from playlist_gen.semantic_ids import assign_new_songs, output_files
+
+    files = [cfg.method_dir(METHOD) / CODEBOOKS_FILE, *output_files(cfg, METHOD)]
+    compatible = manifest.extending(cfg, "semantic_ids", files)
+    reads = manifest.Reads(cfg)
+    vectors = manifest.require_vectors(reads)
+    codebooks, extra = load_codebooks(files[0], "run `python train_rq_kmeans.py` first")
+    normalize = bool(extra.get("normalize", True))
+    command = "python train_rq_kmeans.py --rqkmeans.assign_only=true"
+    manifest.begin(cfg, "semantic_ids", files, command)
+    n = assign_new_songs(cfg, METHOD, lambda X: (l2_normalize(X) if normalize else X, codebooks), vectors)
+    manifest.finish(cfg, "semantic_ids", files, reads, command, compatible=compatible)
+    return n
 
 
 def main(argv=None):
@@ -30,6 +55,9 @@ def main(argv=None):
     from playlist_gen.semantic_ids import output_files, save_outputs
 
     rq_cfg = cfg.rqkmeans
+    if rq_cfg.assign_only:
+        assign_only(cfg)
+        return
     t0 = time.perf_counter()
     reads = manifest.Reads(cfg)
     song_ids, X = load_song_vectors(manifest.require_vectors(reads))

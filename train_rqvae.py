@@ -5,6 +5,10 @@ L2-normalises them, trains an MLP encoder/decoder whose latent is quantised leve
 initialised by k-means, dead codes re-seeded) on a seeded train/validation split, keeps the epoch with the best
 validation reconstruction, and writes the songs' codes as outputs/song_semantic_ids.jsonl plus metadata, the
 checkpoint and the codebooks under outputs/semantic_ids/rqvae/.
+
+--rqvae.assign_only=true: songs added to the song vectors since training (run `prepare_data.py --source=csv`
+after adding them) get IDs from the saved encoder and codebooks (each joins the existing cluster nearest to its
+latent) without retraining; songs with IDs keep them, so the corpus and model stay valid.
 """
 
 import time
@@ -13,6 +17,36 @@ from playlist_gen.cli import parse_config, run_script, save_config
 
 METHOD = "rqvae"
 SECTIONS = ("rqvae",)  # the config sections --help lists first
+
+
+def assign_only(cfg) -> int:
+    """New songs of the song vectors -> the nearest existing cluster in the saved encoder's latent space; the
+    manifest records the new IDs as an extension of the old ones."""
+    import torch
+
+    from playlist_gen import manifest
+    from playlist_gen.kmeans import CODEBOOKS_FILE, l2_normalize
+    from playlist_gen.rqvae import CHECKPOINT_FILE, load_checkpoint
+    from playlist_gen.semantic_ids import assign_new_songs, output_files
+
+    base = cfg.method_dir(METHOD)
+    files = [base / CHECKPOINT_FILE, base / CODEBOOKS_FILE, *output_files(cfg, METHOD)]
+    compatible = manifest.extending(cfg, "semantic_ids", files)
+    reads = manifest.Reads(cfg)
+    vectors = manifest.require_vectors(reads)
+    model, extra = load_checkpoint(files[0], "run `python train_rqvae.py` first")
+    normalize = bool(extra.get("normalize", True))
+
+    def encode(X):
+        with torch.no_grad():
+            z = model.encoder(torch.from_numpy(l2_normalize(X) if normalize else X)).numpy()
+        return z, [b.detach().numpy() for b in model.codebooks]
+
+    command = "python train_rqvae.py --rqvae.assign_only=true"
+    manifest.begin(cfg, "semantic_ids", files, command)
+    n = assign_new_songs(cfg, METHOD, encode, vectors)
+    manifest.finish(cfg, "semantic_ids", files, reads, command, compatible=compatible)
+    return n
 
 
 def main(argv=None):
@@ -24,6 +58,9 @@ def main(argv=None):
     from playlist_gen.semantic_ids import output_files, save_outputs
 
     rq_cfg = cfg.rqvae
+    if rq_cfg.assign_only:
+        assign_only(cfg)
+        return
     t0 = time.perf_counter()
     reads = manifest.Reads(cfg)
     song_ids, X = load_song_vectors(manifest.require_vectors(reads))

@@ -170,9 +170,10 @@ def pick_songs(tuples, index: SongIndex, pick: str, rng, used=None) -> list[tupl
     return out
 
 
-def fill_from_clusters(picked: list[str], tuples, index: SongIndex, k: int) -> list[str]:
-    """Extend a song list to `k` with the other songs of its clusters, round robin, popular first."""
-    out, seen = list(picked[:k]), set(picked)
+def fill_from_clusters(picked: list[str], tuples, index: SongIndex, k: int, exclude=()) -> list[str]:
+    """Extend a song list to `k` with the other songs of its clusters, round robin, popular first (none of
+    `exclude`)."""
+    out, seen = list(picked[:k]), set(picked) | set(exclude)
     pools = [[s for s in index.cluster_songs.get(tuple(t), ()) if s not in seen] for t in dict.fromkeys(tuples)]
     depth = 0
     while len(out) < k and any(len(p) > depth for p in pools):

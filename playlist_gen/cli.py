@@ -83,7 +83,7 @@ def allowed(meta: dict) -> str:
         return "a comma-separated list of " + " | ".join(meta["each"])
     bounds = [f"{op} {meta[k]}" for k, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if k in meta]
     kinds = {"device": " | ".join(DEVICES) + "[:N]", "widths": "comma-separated positive integers",
-             "model": "scratch | a local folder"}
+             "counts": "comma-separated integers >= 0", "model": "scratch | a local folder"}
     return ", ".join(bounds) if bounds else kinds.get(meta.get("kind"), "")
 
 
@@ -108,6 +108,8 @@ def _problem(value, meta: dict) -> str | None:
         return "is a file; give a folder"
     if kind == "widths" and not all(p.strip().isdigit() and int(p) > 0 for p in value.split(",")):
         return f"give {allowed(meta)} such as '256,128'"
+    if kind == "counts" and not all(p.strip().isdigit() for p in value.split(",")):
+        return f"give {allowed(meta)} such as '0,1,5'"
     if kind == "device":
         if value.split(":")[0] not in DEVICES or (":" in value and not value.startswith("cuda:")):
             return f"choose one of {allowed(meta)}"

@@ -27,6 +27,7 @@ from .text import EXTRA_SEPARATOR, clean_text, normalize_title, title_key
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+SEEDED = "train_seeded"  # continuation examples of the training playlists (a split file of their own)
 COLUMNS = ("glid", "title", "target")
 MADE_BY = "run `python prepare_corpus.py` first"
 EXTRA_AUTO = ("tags",)  # extra_columns=auto: these columns, when the info file has them
@@ -43,7 +44,7 @@ def song_sort_key(song_id: str):
 class CorpusCounts:
     playlists_in: int = 0
     playlists_without_songs: int = 0
-    playlists_too_short: int = 0  # fewer than min_songs songs with IDs after dropping/collapsing
+    playlists_too_short: int = 0  # training playlists with fewer than min_songs songs with IDs
     songs_in: int = 0
     songs_without_ids: int = 0
     repeats_collapsed: int = 0
@@ -178,8 +179,9 @@ def join_targets(rows, tids, lengths, kept_rows: np.ndarray, tuple_text: np.ndar
     """Each kept playlist's tuple strings joined by spaces; rows ascending, entries of other rows skipped."""
     rows_kept = np.zeros(len(lengths), dtype=bool)
     rows_kept[kept_rows] = True
-    if len(kept_rows) < np.count_nonzero(lengths):
-        tids = tids[rows_kept[rows]]
+    keep = rows_kept[rows]
+    if not keep.all():
+        tids = tids[keep]
     ends = np.cumsum(lengths[kept_rows])
     starts = ends - lengths[kept_rows]
     targets = []
@@ -200,9 +202,12 @@ def check_corpus_config(cc) -> None:
         raise PipelineError(f"--corpus.order={cc.order!r}: use original, sorted or shuffled")
 
 
-def build_pairs(playlists, song_to_ids: dict, cc, seed: int) -> tuple[pd.DataFrame, CorpusCounts]:
-    """Every playlist with at least min_songs songs with IDs -> a row (glid, title, target, row), in info order;
-    `row` is the playlist's row in the info table.
+def build_pairs(playlists, song_to_ids: dict, cc, seed: int, labels: np.ndarray | None = None
+                ) -> tuple[pd.DataFrame, CorpusCounts]:
+    """Every playlist with songs -> a row (glid, title, target, row), in info order; `row` is the playlist's row in
+    the info table. `labels` (split_labels_for; None: all training) decide the rest: training playlists need at least
+    min_songs songs with IDs to be kept, while validation and test playlists are kept whatever their songs' IDs,
+    so which playlists a method is scored on never depends on the semantic IDs; `unused` playlists are left out.
 
     Vectorised over all entries (66M at MPD scale): songs -> integer codes -> tuple ids; each distinct tuple's
     token string is formatted once and the targets are joins of those strings."""
@@ -216,8 +221,10 @@ def build_pairs(playlists, song_to_ids: dict, cc, seed: int) -> tuple[pd.DataFra
     rows, tids = drop_and_order(rows, songs, song_ids, tuple_of_song, cc, seed, counts)
     del songs
     rows, tids, lengths = truncate(rows, tids, len(info), cc, counts)
-    kept = lengths >= cc.min_songs
-    counts.playlists_too_short = int((with_songs & ~kept).sum())
+    train = np.ones(len(info), dtype=bool) if labels is None else labels == "train"
+    held_out = np.zeros(len(info), dtype=bool) if labels is None else (labels == "val") | (labels == "test")
+    kept = with_songs & ((train & (lengths >= cc.min_songs)) | held_out)
+    counts.playlists_too_short = int((with_songs & train & ~kept).sum())
     kept_rows = np.flatnonzero(kept)
     pairs = pd.DataFrame({
         "glid": info["playlist_id"].to_numpy(dtype=object)[kept_rows],
@@ -248,6 +255,33 @@ def split_labels(keys: pd.Series, how: str, val_fraction: float, test_fraction: 
     group_label[perm] = np.where(before < test_end, "test", np.where(before < val_end, "val", "train"))
     labels = group_label[inverse] if len(groups) else np.array([], dtype=object)
     return labels
+
+
+def seed_counts(setting: str) -> list[int]:
+    try:
+        counts = sorted({int(k) for k in setting.split(",") if k.strip()})
+    except ValueError:
+        counts = []
+    if not counts or counts[0] < 0:
+        raise PipelineError(f"--corpus.seed_counts={setting!r}: give seed-song counts such as 0,1,5,10,25")
+    return counts
+
+
+def continuation_rows(train: pd.DataFrame, cc, levels: int, seed: int) -> pd.DataFrame:
+    """`cc.continuation` extra examples per training playlist for continuing a playlist (RecSys Challenge 2018's
+    categories): the input text + the semantic-ID tokens of its first k songs -> the rest of its songs, k drawn per
+    example from `cc.seed_counts` (values leaving no song to predict are not drawn; k=0 is the title-only case)."""
+    counts = np.array(seed_counts(cc.seed_counts))
+    rng = np.random.default_rng([seed, 2])
+    rows = []
+    for glid, text, target in zip(train["glid"], train["title"], train["target"]):
+        toks = target.split()
+        n = len(toks) // levels
+        allowed = counts[counts < n]
+        for k in rng.choice(allowed, cc.continuation) if len(allowed) else ():
+            seeds = tokens.decode(toks[:k * levels], levels, cc.token_scheme)
+            rows.append((glid, tokens.with_seeds(text, seeds, cc.token_scheme), " ".join(toks[k * levels:])))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def split_labels_for(info: pd.DataFrame, cc, seed: int) -> np.ndarray:
@@ -333,7 +367,8 @@ def corpus_meta(cc, counts: CorpusCounts, split_sizes: dict, id_meta: dict, seed
         semantic_ids_method=id_meta["method"], levels=int(id_meta["levels"]),
         codebook_sizes=[int(k) for k in id_meta["codebook_sizes"]], max_songs=cc.max_songs, min_songs=cc.min_songs,
         order=cc.order, collapse_repeats=cc.collapse_repeats, split=cc.split, extra_columns=cc.extra_columns,
-        normalize=cc.normalize, train_fraction=cc.train_fraction,
+        normalize=cc.normalize, train_fraction=cc.train_fraction, continuation=cc.continuation,
+        seed_counts=cc.seed_counts,
         val_fraction=cc.val_fraction, test_fraction=cc.test_fraction, seed=seed,
     )
     return out

@@ -180,7 +180,7 @@ class Reads:
         for key, rec in manifest.get("inputs", {}).items():
             upstream = self.manifest(rec["product"])
             now = upstream["files"].get(key)
-            if now is None or now["sha256"] != rec["sha256"]:
+            if now is None or rec["sha256"] not in [now["sha256"], *upstream.get("compatible", {}).get(key, [])]:
                 where = path_of(self.cfg, key)
                 raise PipelineError(f"{WHAT[product]} came from a different {where} than the current one "
                                     f"(`{upstream['command']}` ran since): re-run `{manifest['command']}`")
@@ -202,10 +202,30 @@ class Reads:
                                     f"{self.cfg.manifest_path(product)}; re-run it")
             if key not in self.inputs and not _matches(path, record, self.thorough):
                 state = "is missing" if not Path(path).exists() else "changed"
+                edited = " (or `python prepare_data.py --source=csv`, to check files you edited)" \
+                    if product == "data" and "--source=csv" not in manifest["command"] else ""
                 raise PipelineError(f"{path} {state} since `{manifest['command']}` wrote or checked it (it does "
-                                    f"not match {self.cfg.manifest_path(product)}); re-run `{manifest['command']}`")
+                                    f"not match {self.cfg.manifest_path(product)}); re-run `{manifest['command']}`"
+                                    f"{edited}")
             self.inputs[key] = {"product": product, "size": record["size"], "sha256": record["sha256"]}
         return manifest
+
+
+def extending(cfg, product: str, paths) -> dict:
+    """For a stage that extends its own last output, keeping what it held (new songs' semantic IDs, the old ones
+    unchanged): the last manifest must be complete and `paths` still its files. Returns, per file, the hashes the
+    new version stays compatible with (for `finish(..., compatible=...)`), so what was made from them stays valid."""
+    last = load(cfg, product)
+    if last is None or not last.get("complete"):
+        raise PipelineError(f"no finished {WHAT[product]} to extend in {cfg.manifest_path(product).parent.parent}: "
+                            f"run `{COMMANDS[product]}` first")
+    for path in paths:
+        record = last["files"].get(key_of(cfg, path))
+        if record is None or not _matches(path, record, thorough=True):
+            raise PipelineError(f"{path} is not the file `{last['command']}` recorded; run `{COMMANDS[product]}` "
+                                "again instead of extending it")
+    compatible = last.get("compatible", {})
+    return {key: [rec["sha256"], *compatible.get(key, [])] for key, rec in last["files"].items()}
 
 
 def require_vectors(reads: Reads) -> Path:

@@ -36,25 +36,16 @@ def train_sentencepiece(texts, vocab_size: int, seed: int) -> list[tuple[str, fl
     import sentencepiece as spm
 
     texts = [t for t in texts if t.strip()] or ["a"]
-    vocab_size = max(vocab_size, _MIN_SP_VOCAB)
-    while True:
-        proto = io.BytesIO()
-        spm.set_random_generator_seed(seed)
-        try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(texts), model_writer=proto, model_type="unigram",
-                vocab_size=vocab_size, hard_vocab_limit=False,  # cap: what the titles allow
-                byte_fallback=True, character_coverage=0.9995, normalization_rule_name="identity",  # NFKC already
-                pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
-                split_digits=False, num_threads=1, minloglevel=2,
-            )
-            break
-        except RuntimeError as e:  # "Vocabulary size is smaller than required_chars. 320 vs 390": every character
-            needed = re.search(r"required_chars\. \d+ vs (\d+)", str(e))  # the titles use needs a piece
-            if not needed:
-                raise
-            log.info("tokenizer: %s pieces, for every character of the titles", needed.group(1))
-            vocab_size = int(needed.group(1))
+    proto = io.BytesIO()
+    spm.set_random_generator_seed(seed)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=proto, model_type="unigram",
+        vocab_size=max(vocab_size, _MIN_SP_VOCAB, len(set("".join(texts))) + 270),  # every character + 256 bytes
+        hard_vocab_limit=False,  # cap: what the titles allow
+        byte_fallback=True, character_coverage=0.9995, normalization_rule_name="identity",  # text is NFKC already
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
+        split_digits=False, num_threads=1, minloglevel=2,
+    )
     sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
     return [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
 
@@ -69,15 +60,16 @@ def scratch_tokenizer(texts, semantic: list[str], vocab_size: int, lowercase: bo
     from tokenizers.models import Unigram
     from transformers import PreTrainedTokenizerFast
 
-    texts = [t.lower() if lowercase else t for t in texts]
-    if cjk_chars:
+    texts = [tokens.TOKEN_RE.sub(" ", t.lower() if lowercase else t) for t in texts]  # seed songs' ID tokens:
+    if cjk_chars:  # added whole below, never pieces of SentencePiece's vocabulary
         texts = [re.sub(f"({CJK})", r" \1 ", t) for t in texts]
     pieces = train_sentencepiece(texts, vocab_size, seed)
     backend = Tokenizer(Unigram(pieces, unk_id=2, byte_fallback=True))
     backend.normalizer = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
     split = [pre_tokenizers.Split(Regex(CJK), behavior="isolated")] if cjk_chars else []
-    backend.pre_tokenizer = pre_tokenizers.Sequence(split + [  # spaces between semantic tokens make no token
-        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    backend.pre_tokenizer = pre_tokenizers.Sequence([  # spaces between semantic tokens make no token
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")] + split)
+    # CJK split last: one word-start mark per run of characters, not one per character (which doubled the length)
     backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                          decoders.Strip(" ", 1, 0)])
     backend.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}",

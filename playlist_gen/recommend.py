@@ -7,7 +7,8 @@ over recommenders and never branch on which one they hold. `load_recommenders` b
 - `model`: the trained T5. decoding `rank` (default) scores every cluster exactly, P(cluster | title) from the
   constrained decoder, and every song by P(cluster | title) * P(song | cluster); `beam` / `sample` generate a
   sequence of clusters and take one song per cluster, then the clusters' other songs.
-- `fusion`: the model's song distribution mixed with title kNN's, w * P_model + (1 - w) * P_kNN.
+- `fusion`: the model's song distribution fused with title kNN's: by default a product of experts (the model
+  re-ranks kNN's candidates), or a mixture w * P_model + (1 - w) * P_kNN.
 - `popularity`, `title_knn`, `random_cluster`: the baselines, given the same normalised input text.
 
 Songs are held as integer codes of the `Catalogue`; scores are probabilities where the method has them.
@@ -19,12 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from config import DECODINGS, KNN_TEXTS
+from config import DECODINGS, FUSIONS, KNN_TEXTS
 from config import RECOMMENDERS as METHODS
 
 from .catalogue import Catalogue, fill_from_clusters, pick_songs
 from .io import PipelineError
 from .text import EXTRA_SEPARATOR
+from .tokens import with_seeds
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,9 @@ class Request:
     k: int = 100  # songs to rank
     n_clusters: int = 20  # clusters to propose
     seed: int = 0  # randomness of sampling and random picks, per request
+    seed_songs: tuple = ()  # songs the playlist starts with (continuation; liked songs): never recommended again
+    exclude: frozenset = frozenset()  # songs never to recommend (skipped ones)
+    demote: frozenset = frozenset()  # clusters ranked lower (those of skipped songs)
 
 
 @dataclass
@@ -45,9 +50,26 @@ class Recommendation:
     song_scores: list[float] = field(default_factory=list)
 
 
+DEMOTION = 0.1  # a demoted cluster's songs keep this share of their score
+
+
+def excluded_codes(catalogue: Catalogue, request: Request) -> list[int]:
+    return [catalogue.code[s] for s in (*request.seed_songs, *request.exclude) if s in catalogue.code]
+
+
+def demoted(catalogue: Catalogue, scores: np.ndarray, request: Request) -> np.ndarray:
+    """Scores with the songs of the request's demoted clusters scaled by DEMOTION."""
+    if not request.demote:
+        return scores
+    numbers = [i for i, c in enumerate(catalogue.clusters) if c in request.demote]
+    return np.where(np.isin(catalogue.cluster, numbers), scores * DEMOTION, scores)
+
+
 def from_song_scores(catalogue: Catalogue, scores: np.ndarray, request: Request) -> Recommendation:
-    """A recommendation from one score per catalogue song: the top k songs, and the clusters they weigh most in."""
-    top = catalogue.top_songs(scores, request.k)
+    """A recommendation from one score per catalogue song: the top k songs (never a seed or excluded song; demoted
+    clusters' songs scaled down), and the clusters they weigh most in."""
+    scores = demoted(catalogue, scores, request)
+    top = catalogue.top_songs(scores, request.k, excluded_codes(catalogue, request))
     clusters, mass = catalogue.clusters_by_mass(top, scores[top], request.n_clusters)
     return Recommendation(clusters, [catalogue.songs[i] for i in top], mass, scores[top].tolist())
 
@@ -89,8 +111,6 @@ class TitleKNN(Recommender):
     name = "title_knn"
 
     def __init__(self, catalogue: Catalogue, neighbors: int = 50, text: str = "input"):
-        import scipy.sparse as sp
-
         from .tfidf import CharTfidf
 
         if text not in KNN_TEXTS:
@@ -99,10 +119,7 @@ class TitleKNN(Recommender):
         texts = [self._text(t) for t in catalogue.train_texts]
         self.tfidf = CharTfidf().fit(texts)
         self.X = self.tfidf.transform(texts).T.tocsr()
-        rows = np.repeat(np.arange(len(catalogue.train_codes)), [len(c) for c in catalogue.train_codes])
-        cols = np.concatenate(catalogue.train_codes) if catalogue.train_codes else np.array([], dtype=np.int64)
-        self.members = sp.csr_matrix((np.ones(len(rows)), (rows, cols)),
-                                     shape=(len(catalogue.train_codes), len(catalogue.songs)))
+        self.members = playlist_members(catalogue)
 
     def votes(self, requests) -> np.ndarray:
         """(requests, songs) summed similarity of the nearest training playlists holding each song."""
@@ -130,6 +147,46 @@ class TitleKNN(Recommender):
         return [from_song_scores(self.catalogue, v, r) for v, r in zip(self.votes(requests), requests)]
 
 
+class CoOccurrence(Recommender):
+    """Songs that appear with the seed songs in training playlists (item co-occurrence, the standard continuation
+    baseline): each training playlist votes for its songs with the number of seed songs it holds. Without seed songs
+    (or with none the catalogue knows) it is popularity."""
+
+    name = "cooccurrence"
+
+    def __init__(self, catalogue: Catalogue, members=None):
+        self.catalogue = catalogue
+        self.members = playlist_members(catalogue) if members is None else members
+
+    def votes(self, requests) -> np.ndarray:
+        seeds = np.zeros((len(requests), len(self.catalogue.songs)))
+        for i, r in enumerate(requests):
+            seeds[i, [self.catalogue.code[s] for s in r.seed_songs if s in self.catalogue.code]] = 1
+        shared = (self.members @ seeds.T).T  # (requests, training playlists): seed songs each playlist holds
+        return np.asarray(shared @ self.members)
+
+    def song_distributions(self, requests):
+        v = self.votes(requests)
+        for i, r in enumerate(requests):
+            v[i, excluded_codes(self.catalogue, r)] = 0
+        total = v.sum(axis=1, keepdims=True)
+        pop = self.catalogue.counts / max(self.catalogue.counts.sum(), 1.0)
+        return np.where(total > 0, v / np.maximum(total, 1e-12), pop)
+
+    def recommend(self, requests):
+        return [from_song_scores(self.catalogue, v, r) for v, r in zip(self.song_distributions(requests), requests)]
+
+
+def playlist_members(catalogue: Catalogue):
+    """(training playlists, songs) 0/1 CSR: which songs each training playlist holds."""
+    import scipy.sparse as sp
+
+    codes = catalogue.train_codes
+    rows = np.repeat(np.arange(len(codes)), [len(c) for c in codes])
+    cols = np.concatenate(codes) if codes else np.array([], dtype=np.int64)
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(codes), len(catalogue.songs)))
+
+
 class RandomClusters(Recommender):
     """n distinct real clusters drawn uniformly (seeded per request); songs picked and filled from them."""
 
@@ -144,15 +201,17 @@ class RandomClusters(Recommender):
             rng = np.random.default_rng(r.seed)
             n = min(r.n_clusters, len(self.catalogue.clusters))
             chosen = [self.catalogue.clusters[i] for i in rng.choice(len(self.catalogue.clusters), n, replace=False)]
-            out.append(songs_from_clusters(chosen, self.catalogue.index, self.pick, rng, r.k, self.fill))
+            out.append(songs_from_clusters(chosen, self.catalogue.index, self.pick, rng, r.k, self.fill,
+                                           {*r.seed_songs, *r.exclude}))
         return out
 
 
-def songs_from_clusters(tuples, index, pick: str, rng, k: int, fill: bool) -> Recommendation:
-    """One song per cluster (catalogue.pick_songs), then with `fill` the clusters' other songs, popular first."""
+def songs_from_clusters(tuples, index, pick: str, rng, k: int, fill: bool, exclude=()) -> Recommendation:
+    """One song per cluster (catalogue.pick_songs), then with `fill` the clusters' other songs, popular first; never
+    a song of `exclude`."""
     valid = [t for t in tuples if t in index.cluster_songs]
-    picked = [s for s, _ in pick_songs(valid, index, pick, rng)]
-    songs = fill_from_clusters(picked, valid, index, k) if fill else picked[:k]
+    picked = [s for s, _ in pick_songs(valid, index, pick, rng, used=set(exclude))]
+    songs = fill_from_clusters(picked, valid, index, k, exclude) if fill else picked[:k]
     return Recommendation(list(tuples), songs)
 
 
@@ -170,8 +229,15 @@ class T5Recommender(Recommender):
         self.generator, self.catalogue, self.g = generator, catalogue, gen_cfg
         self.decoding, self.pick, self.fill = decoding, pick, fill
 
+    def text(self, request: Request) -> str:
+        """The input text, then the seed songs' semantic-ID tokens (those with an ID), as the corpus's continuation
+        examples are written."""
+        seeds = [self.catalogue.index.song_cluster[s] for s in request.seed_songs
+                 if s in self.catalogue.index.song_cluster]
+        return with_seeds(request.text, seeds, self.generator.scheme)
+
     def cluster_log_probs(self, requests) -> np.ndarray:
-        return self.generator.cluster_log_probs([r.text for r in requests], self.g.batch_size)
+        return self.generator.cluster_log_probs([self.text(r) for r in requests], self.g.batch_size)
 
     def song_distributions(self, requests):
         p_cluster = np.exp(self.cluster_log_probs(requests))
@@ -186,9 +252,9 @@ class T5Recommender(Recommender):
             return self._ranked(requests)
         out = []
         for r in requests:  # the generator seeds each batch; one request per batch keeps results per request
-            tuples = self.generator.generate([r.text], self._gen_cfg(), num_songs=r.n_clusters, seed=r.seed)[0]
+            tuples = self.generator.generate([self.text(r)], self._gen_cfg(), num_songs=r.n_clusters, seed=r.seed)[0]
             out.append(songs_from_clusters(tuples, self.catalogue.index, self.pick, np.random.default_rng(r.seed),
-                                           r.k, self.fill))
+                                           r.k, self.fill, {*r.seed_songs, *r.exclude}))
         return out
 
     def _gen_cfg(self):
@@ -202,30 +268,47 @@ class T5Recommender(Recommender):
         has = c.cluster >= 0
         out = []
         for lp, r in zip(logp, requests):
+            if r.demote:
+                lp = lp + np.log(DEMOTION) * np.array([cl in r.demote for cl in c.clusters])
             top = np.argsort(-lp, kind="stable")[:r.n_clusters]
             scores = np.zeros(len(c.songs))
             scores[has] = np.exp(lp[c.cluster[has]]) * c.in_cluster[has]
-            songs = c.top_songs(scores, r.k)
+            songs = c.top_songs(scores, r.k, excluded_codes(c, r))
             out.append(Recommendation([c.clusters[i] for i in top], [c.songs[i] for i in songs],
                                       np.exp(lp[top]).tolist(), scores[songs].tolist()))
         return out
 
 
 class Fusion(Recommender):
-    """(1 - p) * (w * the model's song distribution + (1 - w) * title kNN's) + p * popularity's: retrieval fused
-    with generation, and a popularity prior for the tail."""
+    """Retrieval fused with generation: the model's song distribution P_m and title kNN's P_k combined as
+
+    - product (a product of experts): P ~ (P_m + f max P_m)^w (P_k + f max P_k)^(1 - w). A song needs both to rate
+      it: the model re-ranks kNN's candidates, and the floor f lets a song one of them misses still come in.
+    - mixture: P = w P_m + (1 - w) P_k.
+
+    then (1 - p) P + p * training popularity (a prior for the tail)."""
 
     name = "fusion"
 
     def __init__(self, model: Recommender, knn: Recommender, catalogue: Catalogue, weight: float = 0.5,
-                 popularity: float = 0.0):
-        if not (0 <= weight <= 1 and 0 <= popularity <= 1):
-            raise PipelineError(f"fusion weights {weight}, {popularity} must be in [0, 1]")
+                 popularity: float = 0.0, how: str = "product", floor: float = 0.01):
+        if not (0 <= weight <= 1 and 0 <= popularity <= 1 and 0 < floor <= 1):
+            raise PipelineError(f"fusion weight {weight} and popularity {popularity} must be in [0, 1], the floor "
+                                f"{floor} in (0, 1]")
+        if how not in FUSIONS:
+            raise PipelineError(f"--recommend.fusion={how!r}: use one of {', '.join(FUSIONS)}")
         self.model, self.knn, self.catalogue, self.weight, self.popularity = model, knn, catalogue, weight, popularity
+        self.how, self.floor = how, floor
 
     def song_distributions(self, requests):
-        mixed = self.weight * self.model.song_distributions(requests) + \
-            (1 - self.weight) * self.knn.song_distributions(requests)
+        pm, pk = self.model.song_distributions(requests), self.knn.song_distributions(requests)
+        if self.how == "mixture":
+            mixed = self.weight * pm + (1 - self.weight) * pk
+        else:
+            log_p = self.weight * np.log(pm + self.floor * pm.max(axis=1, keepdims=True) + 1e-300) + \
+                (1 - self.weight) * np.log(pk + self.floor * pk.max(axis=1, keepdims=True) + 1e-300)
+            mixed = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+            mixed /= mixed.sum(axis=1, keepdims=True)
         if self.popularity:
             mixed = (1 - self.popularity) * mixed + self.popularity * Popularity(self.catalogue).song_distributions(
                 requests)
@@ -257,11 +340,18 @@ def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: st
                 generator = load_generator(cfg, catalogue.clusters, device)
                 built[name] = T5Recommender(generator, catalogue, g, g.mode, pick, r.fill_to_k)
             elif name == "fusion":
-                built[name] = Fusion(get("model"), get("title_knn"), catalogue, r.fusion_weight, r.popularity_weight)
+                built[name] = Fusion(get("model"), get("title_knn"), catalogue, r.fusion_weight, r.popularity_weight,
+                                     r.fusion, r.fusion_floor)
             elif name == "title_knn":
                 built[name] = TitleKNN(catalogue, r.knn_neighbors, r.knn_text)
             elif name == "popularity":
                 built[name] = Popularity(catalogue)
+            elif name == "cooccurrence":
+                built[name] = CoOccurrence(catalogue)
+            elif name == "hstu":
+                from .sequential import load_sequential
+
+                built[name] = load_sequential(cfg, catalogue, device)
             else:
                 built[name] = RandomClusters(catalogue, pick, r.fill_to_k)
         return built[name]

@@ -6,12 +6,16 @@ Later stages read the metadata instead of their own defaults.
 """
 
 import json
+import logging
 from collections import defaultdict
 from pathlib import Path
+
+import numpy as np
 
 from .io import PipelineError, atomic_write, read_json, require_file, write_json
 
 MADE_BY = "run `python train_rq_kmeans.py` (or `python train_rqvae.py`) first"
+log = logging.getLogger(__name__)
 
 
 def write_semantic_ids(path, song_ids, codes) -> None:
@@ -62,6 +66,48 @@ def load_semantic_ids(cfg, method: str | None = None) -> tuple[dict[str, tuple[i
     ids_path = base / "song_semantic_ids.jsonl" if base else cfg.semantic_ids_path
     meta = read_meta(meta_path)
     return read_semantic_ids(ids_path, meta["levels"]), meta
+
+
+def nearest_existing(points: np.ndarray, codebooks, existing: list[tuple]) -> list[tuple]:
+    """Each point's nearest existing tuple (the sum of its codebook vectors, in the quantiser's space): a new song
+    joins a cluster the trained model already knows, instead of opening one it never saw."""
+    recon = np.zeros((len(existing), codebooks[0].shape[1]), np.float32)
+    for level, book in enumerate(codebooks):
+        recon += np.asarray(book)[[t[level] for t in existing]]
+    nearest = np.empty(len(points), dtype=np.int64)
+    for start in range(0, len(points), 4096):  # argmin |x - r|^2 = argmax 2 x.r - |r|^2
+        scores = 2 * points[start:start + 4096] @ recon.T - (recon ** 2).sum(1)
+        nearest[start:start + 4096] = scores.argmax(1)
+    return [existing[i] for i in nearest]
+
+
+def assign_new_songs(cfg, method: str, encode, vectors_path=None) -> int:
+    """Give semantic IDs to the songs of the song vectors (`vectors_path`, default song_vectors.csv) that have
+    none, with the saved quantiser of `method` (no refitting): `encode(vectors) -> (points, codebooks)` maps new
+    vectors into the codebooks' space. Songs that have IDs keep them. Writes the IDs (method copy and current) and
+    returns how many songs were added."""
+    from .data import load_song_vectors
+
+    vectors_path = vectors_path or cfg.song_vectors_path
+    song_to_ids, meta = load_semantic_ids(cfg, method)
+    song_ids, X = load_song_vectors(vectors_path)
+    if X.shape[1] != int(meta["dim"]):
+        raise PipelineError(f"{vectors_path} has {X.shape[1]} dimensions, the saved {method} quantiser "
+                            f"{meta['dim']}: assign_only needs vectors like those it was trained on; retrain instead")
+    new = [i for i, s in enumerate(song_ids) if s not in song_to_ids]
+    if new:
+        points, codebooks = encode(X[new])
+        existing = sorted(set(song_to_ids.values()))
+        for i, t in zip(new, nearest_existing(points, codebooks, existing)):
+            song_to_ids[song_ids[i]] = t
+    meta = {**meta, "n_songs": len(song_to_ids), "assigned_without_refit": meta.get("assigned_without_refit", 0)
+            + len(new)}
+    ids = list(song_to_ids)
+    save_outputs(cfg, method, ids, np.array([song_to_ids[s] for s in ids], dtype=np.int64).reshape(len(ids), -1),
+                 meta)
+    log.info("%s: %s new songs joined existing clusters; %s songs keep their IDs", method, f"{len(new):,}",
+             f"{len(song_to_ids) - len(new):,}")
+    return len(new)
 
 
 def clusters(song_to_ids: dict) -> dict[tuple[int, ...], list[str]]:

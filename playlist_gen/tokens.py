@@ -13,7 +13,7 @@ import numpy as np
 from config import TOKEN_SCHEMES as SCHEMES
 
 _LEVEL_NAMES = string.ascii_lowercase
-_TOKEN_RE = re.compile(r"<([a-z]+)_(\d+)>")
+TOKEN_RE = re.compile(r"<([a-z]+)_(\d+)>")
 
 
 def token(level: int, code: int, scheme: str = "level") -> str:
@@ -40,6 +40,13 @@ def encode(tuples, scheme: str = "level") -> str:
     return " ".join(t for codes in tuples for t in tuple_tokens(codes, scheme))
 
 
+def with_seeds(text: str, seed_tuples, scheme: str = "level") -> str:
+    """A model input for continuing a playlist: the input text, then the seed songs' semantic-ID tokens."""
+    from .text import EXTRA_SEPARATOR
+
+    return f"{text}{EXTRA_SEPARATOR}{encode(seed_tuples, scheme)}" if len(seed_tuples) else text
+
+
 def tuple_strings(codes: np.ndarray, scheme: str = "level") -> np.ndarray:
     """Rows of codes (n tuples x levels) -> each tuple's tokens as one string, `<a_12> <b_7>` (object array).
     Each distinct (level, code) token is formatted once: a million tuples take about a second."""
@@ -55,7 +62,7 @@ def tuple_strings(codes: np.ndarray, scheme: str = "level") -> np.ndarray:
 
 def parse_token(tok: str) -> tuple[int | None, int] | None:
     """`<b_7>` -> (1, 7); `<id_7>` -> (None, 7); anything else -> None."""
-    m = _TOKEN_RE.fullmatch(tok.strip())
+    m = TOKEN_RE.fullmatch(tok.strip())
     if not m:
         return None
     name, code = m.group(1), int(m.group(2))
@@ -69,7 +76,7 @@ def parse_token(tok: str) -> tuple[int | None, int] | None:
 def decode(text_or_tokens, levels: int, scheme: str = "level") -> list[tuple[int, ...]]:
     """Tokens (a string or a list) -> complete tuples. With the level scheme a token at the wrong
     level restarts the tuple; an incomplete tuple at the end and non-ID tokens are dropped."""
-    toks = _TOKEN_RE.findall(text_or_tokens) if isinstance(text_or_tokens, str) else None
+    toks = TOKEN_RE.findall(text_or_tokens) if isinstance(text_or_tokens, str) else None
     if toks is not None:
         parsed = [(None if n == "id" else (_LEVEL_NAMES.index(n) if len(n) == 1 else -1), int(c)) for n, c in toks]
     else:

@@ -495,10 +495,13 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int):
 def load_corpus(cfg, reads):
     """(corpus meta, semantic-ID meta, train rows, val rows), checked against their manifests (`reads`, a
     manifest.Reads) and to belong together."""
-    from .corpus import read_corpus_meta, read_split
+    import pandas as pd
+
+    from .corpus import SEEDED, read_corpus_meta, read_split
     from .semantic_ids import read_meta
 
-    reads.require("corpus", [cfg.split_path("train"), cfg.split_path("val"), cfg.corpus_meta_path])
+    reads.require("corpus", [cfg.split_path("train"), cfg.split_path("val"), cfg.corpus_meta_path],
+                  optional=[cfg.split_path(SEEDED)])
     reads.require("semantic_ids", [cfg.semantic_meta_path])
     corpus_meta = read_corpus_meta(cfg)
     id_meta = read_meta(cfg.semantic_meta_path)
@@ -507,6 +510,8 @@ def load_corpus(cfg, reads):
                             f"{cfg.corpus_meta_path} ({corpus_meta['codebook_sizes']}); "
                             "re-run `python prepare_corpus.py`")
     train_df, val_df = read_split(cfg, "train"), read_split(cfg, "val")
+    if corpus_meta.get("continuation"):
+        train_df = pd.concat([train_df, read_split(cfg, SEEDED)], ignore_index=True)
     if len(train_df) == 0 or len(val_df) == 0:
         raise PipelineError(f"training needs playlists in both train ({len(train_df):,}) and val ({len(val_df):,}); "
                             "re-run `python prepare_corpus.py` with --corpus.val_fraction > 0")

@@ -81,6 +81,37 @@ def test_corpus_round_trip(world):
     assert meta["songs_truncated"] > 0
 
 
+def test_continuation_rows_give_the_first_k_songs_and_ask_for_the_rest():
+    train = pd.DataFrame({"glid": ["p", "q"], "title": ["chill", "x"],
+                          "target": [tokens.encode([(1, 1), (2, 2), (3, 3), (4, 4)]), tokens.encode([(5, 5)])]})
+    cc = CorpusConfig(continuation=20, seed_counts="0,1,3,10")
+    rows = corpus.continuation_rows(train, cc, levels=2, seed=0)
+    assert set(rows["glid"]) == {"p", "q"} and len(rows) == 40
+    for glid, text, target in rows.itertuples(index=False):
+        full = tokens.decode(train.set_index("glid").loc[glid, "target"], 2)
+        rest = tokens.decode(target, 2)
+        k = len(full) - len(rest)
+        assert k in (0, 1, 3) and rest == full[k:]  # 10 would leave nothing to find
+        assert text == ("chill" if glid == "p" else "x") + (" | " + tokens.encode(full[:k]) if k else "")
+    ks = {len(tokens.decode(t, 2)) for g, t in zip(rows["glid"], rows["target"]) if g == "p"}
+    assert ks == {4, 3, 1}  # every allowed k drawn
+    with pytest.raises(PipelineError):
+        corpus.seed_counts("1,x")
+
+
+def test_held_out_playlists_do_not_depend_on_semantic_ids(tmp_path):
+    """Which playlists are scored must not change with the IDs: min_songs filters training playlists only."""
+    world = make_world(tmp_path, missing_ids=200)  # most songs without an ID
+    cfg = config_for(world)
+    prepare_corpus.main(world + ["--corpus.min_songs=3", "--corpus.test_fraction=0.3"])
+    few = {s: corpus.read_split(cfg, s) for s in corpus.SPLITS}
+    assert all(len(tokens.decode(t, 2)) >= 3 for t in few["train"]["target"])
+    assert any(len(tokens.decode(t, 2)) < 3 for t in few["test"]["target"])
+    prepare_corpus.main(world + ["--corpus.min_songs=1", "--corpus.test_fraction=0.3"])
+    assert list(corpus.read_split(cfg, "test")["glid"]) == list(few["test"]["glid"])
+    assert len(corpus.read_split(cfg, "train")) > len(few["train"])
+
+
 def test_grouped_split_keeps_each_title_in_one_split(world):
     prepare_corpus.main(world + ["--corpus.val_fraction=0.2", "--corpus.test_fraction=0.2"])
     cfg = config_for(world)
@@ -119,7 +150,8 @@ def test_orders_and_collapse(tmp_path):
     for split in corpus.SPLITS:
         for target in corpus.read_split(cfg, split)["target"]:
             t = tokens.decode(target, 2)
-            assert len(t) >= 3 and all(a != b for a, b in zip(t, t[1:]))
+            assert all(a != b for a, b in zip(t, t[1:]))
+            assert len(t) >= 3 or split != "train"  # held-out playlists are kept whatever their songs' IDs
 
 
 def test_missing_semantic_ids_says_what_to_run(tmp_path):

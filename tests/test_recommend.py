@@ -112,11 +112,15 @@ def test_random_clusters_are_distinct_real_and_seeded():
 class FixedModel:
     """A stand-in generator: the same P(cluster | text) for every text."""
 
+    scheme = "level"
+
     def __init__(self, probs):
         self.trie = type("Trie", (), {"clusters": [X, Y, Z]})()
         self.logp = np.log(np.array(probs))
+        self.texts = []
 
     def cluster_log_probs(self, texts, batch_size=32):
+        self.texts += texts
         return np.tile(self.logp, (len(texts), 1))
 
 
@@ -133,20 +137,59 @@ def test_model_ranks_songs_by_cluster_times_song_probability():
     assert model.song_distributions([Request("t")])[0].sum() == pytest.approx(1.0)
 
 
-def test_fusion_mixes_the_two_distributions():
+def test_seed_songs_reach_the_model_and_never_come_back():
+    from config import GenerateConfig
+
+    cat = catalogue()
+    fixed = FixedModel([0.5, 0.2, 0.3])
+    model = T5Recommender(fixed, cat, GenerateConfig(), "rank")
+    [rec] = model.recommend([Request("t", k=5, n_clusters=2, seed_songs=("b", "e"), exclude=frozenset({"c"}))])
+    assert fixed.texts == ["t | <a_0> <b_0>"]  # b's cluster X; e has no ID
+    assert rec.songs == ["d", "a"] + [s for s in rec.songs[2:]] and not {"b", "e", "c"} & set(rec.songs)
+    [rec] = model.recommend([Request("t", k=3, n_clusters=2, demote=frozenset({X}))])
+    assert rec.songs[:2] == ["d", "c"] and rec.clusters == [Z, Y]  # X: 0.05 after demotion, below Z and Y
+    [pop] = Popularity(cat).recommend([Request("t", k=3, seed_songs=("b",))])
+    assert pop.songs == ["d", "a", "c"]
+
+
+def test_cooccurrence_votes_with_the_playlists_holding_the_seeds():
+    from playlist_gen.recommend import CoOccurrence
+
+    cat = catalogue()
+    [rec] = CoOccurrence(cat).recommend([Request("t", k=4, seed_songs=("d", "a"))])
+    # playlists with d: rock (d), rock on (d b); with a: chill (a b e). b: 1 + 1, e: 1; seeds themselves excluded
+    assert rec.songs[:2] == ["b", "e"] and rec.song_scores[:2] == pytest.approx([2 / 3, 1 / 3])
+    assert "d" not in rec.songs and "a" not in rec.songs
+    [cold] = CoOccurrence(cat).recommend([Request("t", k=2)])  # no seed songs: popularity
+    assert cold.songs == ["b", "d"]
+
+
+def test_fusion_mixes_or_multiplies_the_two_distributions():
     from config import GenerateConfig
 
     cat = catalogue()
     model = T5Recommender(FixedModel([0.5, 0.2, 0.3]), cat, GenerateConfig(), "rank")
     knn = TitleKNN(cat, neighbors=2)
-    fused = Fusion(model, knn, cat, weight=0.25)
     req = Request("chill", k=5, n_clusters=3)
-    expected = 0.25 * model.song_distributions([req])[0] + 0.75 * knn.song_distributions([req])[0]
-    [rec] = fused.recommend([req])
-    assert rec.songs == [cat.songs[i] for i in np.lexsort((cat.pop_rank, -expected))]
-    assert rec.song_scores == pytest.approx(sorted(expected, reverse=True))
-    with pytest.raises(PipelineError):
-        Fusion(model, knn, cat, weight=1.5)
+    pm, pk = model.song_distributions([req])[0], knn.song_distributions([req])[0]
+    mixed = 0.25 * pm + 0.75 * pk
+    [rec] = Fusion(model, knn, cat, weight=0.25, how="mixture").recommend([req])
+    assert rec.songs == [cat.songs[i] for i in np.lexsort((cat.pop_rank, -mixed))]
+    assert rec.song_scores == pytest.approx(sorted(mixed, reverse=True))
+    # product: (pm + 0.1 max pm)^0.25 (pk + 0.1 max pk)^0.75, normalised
+    product = (pm + 0.1 * pm.max()) ** 0.25 * (pk + 0.1 * pk.max()) ** 0.75
+    product /= product.sum()
+    [rec] = Fusion(model, knn, cat, weight=0.25, how="product", floor=0.1).recommend([req])
+    assert rec.song_scores == pytest.approx(sorted(product, reverse=True))
+    code = cat.code
+    assert rec.songs[0] == "b"  # both rate b highest
+    assert rec.songs.index("d") > rec.songs.index("c")  # d: the model likes it, kNN has no vote for it
+    assert pk[code["d"]] == 0 and pm[code["d"]] > pm[code["c"]]
+    with_pop = Fusion(model, knn, cat, weight=0.25, popularity=0.5, how="mixture").song_distributions([req])[0]
+    assert with_pop == pytest.approx(0.5 * mixed + 0.5 * cat.counts / cat.counts.sum())
+    for bad in (dict(weight=1.5), dict(popularity=-0.1), dict(floor=0), dict(how="sum")):
+        with pytest.raises(PipelineError):
+            Fusion(model, knn, cat, **bad)
 
 
 def test_exact_cluster_log_probs_match_teacher_forcing():
