@@ -247,6 +247,7 @@ class GenerateConfig:
 
     title: str = opt("", "generate_playlist.py: one title (without it, titles come from stdin or a prompt)")
     extra_text: str = opt("", "appended to the title as the extra columns were in training (NetEase tags)")
+    seed_songs: str = opt("", "songs the playlist starts from: ids or `name - artist`, separated by ; (or ,)")
     num_songs: int = opt(20, "songs per playlist", ge=1)
     mode: str = opt("rank", "rank (every cluster scored by P(cluster | title)) | beam | sample (a generated "
                             "sequence)", choices=DECODINGS)
@@ -256,7 +257,9 @@ class GenerateConfig:
     pick: str = opt("random", "cluster -> song: random | popular | weighted (by training count)", choices=PICKS)
     no_repeat_cluster: bool = opt(True, "beam/sample: never the same cluster twice")
     constrained: bool = opt(True, "beam/sample: only real clusters can be generated")
-    explain: bool = opt(False, "print a few other songs of each song's cluster")
+    explain: bool = opt(False, "say per song why it is there (a liked song, a title word) and show its cluster")
+    interactive: bool = opt(False, "read titles and feedback (+3 -5 more new) from stdin even when it is not a "
+                                   "terminal (scripted sessions); without it piped lines are titles")
     batch_size: int = opt(32, "titles per generation batch", ge=1)
     cpu_threads: int = opt(1, "torch threads for generation on CPU; 1 is fastest for its small matmuls; 0 = "
                               "torch's default", ge=0)

@@ -4,8 +4,15 @@
 terminal, else an interactive prompt asks for them (exit, quit, Ctrl-D or Ctrl-C to leave). The recommender
 scores clusters for the title; one song is drawn from each of the best --num_songs clusters (--pick random |
 popular | weighted), so a new --seed, or asking again, gives another playlist of the same clusters. Each song
-is printed as `name - artist (cluster a-b, N songs)`; --explain adds a few other songs of its cluster.
---extra_text adds what the model was trained to read after the title (NetEase tags: `--extra_text "华语 流行"`).
+is printed as `name - artist (cluster a-b: 1 of N songs)`; --explain says why it is there (a liked song of its
+cluster, the title word that led to it) and shows a few other songs of its cluster.
+--seed_songs "id; name - artist; ..." starts the playlist from songs you like (ids, or names matched to the
+catalogue; each match is printed). --extra_text adds what the model was trained to read after the title
+(NetEase tags: `--extra_text "华语 流行"`).
+
+At the prompt, after a playlist / 歌单之后 (--interactive reads them from a pipe too):
+  +3 +7  like songs 3 and 7 (喜欢): they seed the next playlist     -5    skip song 5 (跳过): never again
+  more   the next songs of this playlist (更多)                      new   forget the likes (重新开始)
 """
 
 import logging
@@ -13,10 +20,11 @@ import sys
 import threading
 
 from playlist_gen.cli import parse_overrides, run_script
+from playlist_gen.session import PlaylistMaker
 
 log = logging.getLogger(__name__)
 
-PROMPT = "输入歌单标题 / playlist title: "
+PROMPT = "歌单标题或反馈 / title or feedback (+3 -5 more new): "
 EXIT_WORDS = {"exit", "quit", "q", "退出"}
 
 
@@ -57,82 +65,35 @@ class Background:
         return self.result
 
 
-class PlaylistMaker:
-    """The catalogue and the recommender, loaded once; one call per title."""
-
-    def __init__(self, cfg):
-        from playlist_gen.catalogue import load_catalogue
-        from playlist_gen.device import resolve_device
-        from playlist_gen.io import read_json
-        from playlist_gen.recommend import load_recommenders
-
-        check_options(cfg)
-        self.cfg, self.requests = cfg, 0
-        self.catalogue = load_catalogue(cfg)
-        self.normalize = read_json(cfg.corpus_meta_path, "run `python prepare_corpus.py` first").get("normalize", True)
-        device = resolve_device("auto", 0, cfg.generate.cpu_threads)
-        method = cfg.recommend.method
-        self.recommender = load_recommenders(cfg, [method], device, cfg.generate.pick, self.catalogue)[method]
-
-    def text(self, title: str) -> str:
-        """The input text as the corpus builds it: normalised title, then the extra text."""
-        from playlist_gen.text import input_text
-
-        return input_text(title, [self.cfg.generate.extra_text], self.normalize)
-
-    def playlist(self, title: str) -> list[tuple[str, tuple | None]]:
-        """(song_id, cluster) per song; a new seed per request, so asking again varies a random pick."""
-        import numpy as np
-
-        from playlist_gen.catalogue import pick_songs
-        from playlist_gen.recommend import Request
-
-        g, seed = self.cfg.generate, self.cfg.seed + self.requests
-        self.requests += 1
-        k = max(100, 5 * g.num_songs)  # enough ranked songs for song-ranking methods to span num_songs clusters
-        rec = self.recommender.recommend([Request(self.text(title), k, g.num_songs, seed)])[0]
-        picked = pick_songs(rec.clusters, self.catalogue.index, g.pick, np.random.default_rng(seed))[:g.num_songs]
-        used = {s for s, _ in picked}
-        picked += [(s, self.catalogue.index.song_cluster.get(s)) for s in rec.songs if s not in used]
-        return picked[:g.num_songs]
-
-    def format(self, title: str, songs: list[tuple[str, tuple | None]]) -> str:
-        g, index = self.cfg.generate, self.catalogue.index
-        shown = title if len(title) <= 80 else title[:77] + "..."
-        lines = [f"🎵 {shown}  ({len(songs)} songs; {self.cfg.recommend.method}, {g.mode}, pick={g.pick})"]
-        for j, (song, cluster) in enumerate(songs, 1):
-            name, artist = index.name(song)
-            if cluster is None:
-                where = "no cluster: from similar playlists"
-            else:
-                n = len(index.cluster_songs[cluster])
-                where = f"cluster {'-'.join(map(str, cluster))}: {f'1 of {n} songs' if n > 1 else 'its only song'}"
-            lines.append(f"{j:>3}. {name} - {artist} ({where})")
-            if g.explain and cluster is not None:
-                others = [index.name(s) for s in index.cluster_songs[cluster] if s != song][:3]
-                also = "; ".join(f"{n} - {a}" for n, a in others) or "no other songs"
-                lines.append(f"       also in its cluster: {also}")
-        if len(songs) < g.num_songs:
-            lines.append(f"(only {len(songs)} of the {g.num_songs} songs asked for: the catalogue has no more)")
-        return "\n".join(lines)
-
-    def show(self, title: str) -> None:
-        title = title.strip()
-        print(self.format(title, self.playlist(title)), flush=True)
-
-
 def repl(maker: Background) -> None:
-    """Ask for titles until exit/quit, Ctrl-D or Ctrl-C; an empty line asks again."""
+    """Ask for titles and feedback until exit/quit, Ctrl-D or Ctrl-C; an empty line asks again."""
+    from playlist_gen.session import FEEDBACK_HELP, Session
+
+    print(FEEDBACK_HELP)
+    session = None
     while True:
         try:
-            title = input(PROMPT).strip()
-            if title.lower() in EXIT_WORDS:
+            line = input(PROMPT).strip()
+            if line.lower() in EXIT_WORDS:
                 return
-            if title:
-                maker.get().show(title)
+            if line:
+                session = session or Session(maker.get())
+                print(session.handle(line), flush=True)
         except (EOFError, KeyboardInterrupt):
             print()
             return
+
+
+def show(maker: PlaylistMaker, title: str) -> None:
+    title = title.strip()
+    print(maker.format(title, maker.playlist(title)), flush=True)
+
+
+def loaded(cfg) -> PlaylistMaker:
+    maker = PlaylistMaker(cfg)
+    if maker.matched:
+        print(maker.matched)
+    return maker
 
 
 SECTIONS = ("generate", "recommend")  # the config sections --help lists first
@@ -145,13 +106,19 @@ def main(argv=None):
     if "generate.title" in given and not cfg.generate.title.strip():
         raise PipelineError("--title is blank: give a title, or leave --title out to type titles at a prompt")
     if cfg.generate.title.strip():
-        PlaylistMaker(cfg).show(cfg.generate.title)
-    elif not sys.stdin.isatty():
+        check_options(cfg)
+        maker = PlaylistMaker(cfg)
+        print(maker.matched or "", end="\n" if maker.matched else "")
+        show(maker, cfg.generate.title)
+    elif not sys.stdin.isatty() and not cfg.generate.interactive:
         maker = None
         for line in sys.stdin:
             if line.strip():
-                maker = maker or PlaylistMaker(cfg)
-                maker.show(line)
+                if maker is None:
+                    check_options(cfg)
+                    maker = PlaylistMaker(cfg)
+                    print(maker.matched or "", end="\n" if maker.matched else "")
+                show(maker, line)
                 print()
         if maker is None:
             raise PipelineError("no title on stdin (only blank lines): pipe one title per line, or use --title")
@@ -160,7 +127,7 @@ def main(argv=None):
         root, level = logging.getLogger(), logging.getLogger().level
         root.setLevel(logging.WARNING)  # no INFO lines of the loading thread onto the prompt
         try:
-            repl(Background(lambda: PlaylistMaker(cfg)))
+            repl(Background(lambda: loaded(cfg)))
         finally:
             root.setLevel(level)
 

@@ -47,12 +47,16 @@ def _fields(cfg) -> dict[str, Field]:
     return out
 
 
-def _resolve(key: str, fields: dict) -> str:
+def _resolve(key: str, fields: dict, sections: tuple = ()) -> str:
+    """A dotted key, or a field name alone: the only field of that name, else the one in the first of the script's
+    own sections that has it (`--seed_songs` is generate.seed_songs for generate_playlist.py, eval.seed_songs for
+    evaluate_tiger.py)."""
     if key in fields:
         return key
     matches = [k for k in fields if k.rsplit(".", 1)[-1] == key]
-    if len(matches) == 1:
-        return matches[0]
+    own = [k for section in sections for k in matches if k.split(".", 1)[0] == section][:1]
+    if len(matches) == 1 or own:
+        return (own or matches)[0]
     if matches:
         _usage_error(f"--{key} is ambiguous: use one of {', '.join('--' + m for m in matches)}")
     _usage_error(f"unknown option --{key}; valid keys: {', '.join(sorted(fields))}")
@@ -189,7 +193,7 @@ def parse_overrides(argv=None, description: str = "", sections: tuple = ()) -> t
         if not arg.startswith("--") or len(arg) == 2:
             _usage_error(f"unexpected argument {arg!r}: options look like --key=value (see --help)")
         key, eq, raw = arg[2:].partition("=")
-        key = _resolve(key, fields)
+        key = _resolve(key, fields, sections)
         f = fields[key]
         if not eq:
             if f.type is bool and (i >= len(argv) or argv[i].lower() not in _TRUE | _FALSE):

@@ -86,6 +86,14 @@ class Recommender:
         """(requests, catalogue songs) probabilities, for methods that have them (fusion mixes these)."""
         raise PipelineError(f"{self.name} gives no song distribution")
 
+    def cluster_scores(self, requests: Sequence[Request]) -> np.ndarray:
+        """(requests, catalogue clusters): how much each cluster holds of the request's song distribution (the CLI
+        explains a song by how its cluster's score moves when a title word is left out)."""
+        c = self.catalogue
+        has = c.cluster >= 0
+        return np.stack([np.bincount(c.cluster[has], weights=p[has], minlength=len(c.clusters))
+                         for p in self.song_distributions(requests)])
+
 
 class Popularity(Recommender):
     """The most frequent songs of the training playlists, the same list for every request."""
@@ -238,6 +246,9 @@ class T5Recommender(Recommender):
 
     def cluster_log_probs(self, requests) -> np.ndarray:
         return self.generator.cluster_log_probs([self.text(r) for r in requests], self.g.batch_size)
+
+    def cluster_scores(self, requests) -> np.ndarray:
+        return np.exp(self.cluster_log_probs(requests))
 
     def song_distributions(self, requests):
         p_cluster = np.exp(self.cluster_log_probs(requests))

@@ -217,3 +217,44 @@ def test_the_prompt_gets_no_info_lines(pipeline, monkeypatch, caplog, capsys):
     assert [r for r in caplog.records if r.levelno < logging.WARNING] == []
     assert logging.getLogger().level == logging.INFO  # restored after the prompt
     assert sum(bool(SONG_LINE.match(line)) for line in capsys.readouterr().out.splitlines()) == 2
+
+
+def _playlists(out: str) -> list[list[tuple[int, str]]]:
+    """The printed playlists, each as (number, `name - artist`) per song."""
+    lists = []
+    for line in out.replace(generate_playlist.PROMPT, "\n").splitlines():
+        if line.startswith("🎵"):
+            lists.append([])
+        elif SONG_LINE.match(line):
+            n, song = re.match(r"^\s*(\d+)\. (.*) \((?:cluster|no cluster)", line).groups()
+            lists[-1].append((int(n), song))
+    return lists
+
+
+def test_repl_feedback_through_stdin_likes_skips_more_new(pipeline):
+    script = "chill\n+1 +2\n-3\nmore\nchill\nnew\nchill\n+99\nexit\n"
+    out = run([sys.executable, "generate_playlist.py", *pipeline, "--interactive", "--num_songs=6", "--pick=popular"],
+              input=script).stdout
+    assert "+3 +7" in out and "喜欢" in out  # the feedback help, in Chinese and English
+    first, more, seeded, fresh = _playlists(out)
+    names = [s for _, s in first]
+    liked, skipped = names[:2], names[2]
+    assert len(first) == 6 and f"liked 1. {names[0]}; liked 2. {names[1]}" in out and f"skipped 3. {skipped}" in out
+    assert [n for n, _ in more] == list(range(7, 7 + len(more))) and more  # the next songs of the same playlist
+    assert not {s for _, s in more} & set(names)
+    assert not {s for _, s in seeded} & {*liked, skipped}  # liked songs seed it, never shown again; skipped gone
+    assert names[0] in {s for _, s in fresh} and skipped not in {s for _, s in fresh}  # `new` forgot the likes only
+    assert "no song 99 here: the playlist shows songs 1-6" in out
+
+
+def test_seed_songs_by_name_are_matched_said_and_left_out(pipeline):
+    first = _playlists(run([sys.executable, "generate_playlist.py", *pipeline, "--title=chill", "--num_songs=4",
+                            "--pick=popular"]).stdout)[0]
+    seed = first[0][1]
+    out = run([sys.executable, "generate_playlist.py", *pipeline, "--title=chill", "--num_songs=4", "--pick=popular",
+               "--explain", f"--seed_songs={seed.upper()}; zzqx wvkj"]).stdout
+    assert f"seed {seed.upper()!r} -> {seed}" in out  # case forgiven, and the match is printed
+    assert "seed 'zzqx wvkj': no song matched" in out
+    [songs] = _playlists(out)
+    assert len(songs) == 4 and seed not in {s for _, s in songs}
+    assert out.count("       why: ") == 4

@@ -1,0 +1,242 @@
+"""generate_playlist.py's listening session: seed songs by id or name, likes and skips that shape the next playlist,
+and why each song is there.
+
+Feedback after a playlist (the prompt and --help say so, in Chinese and English):
+  +3 +7   like songs 3 and 7: liked songs become seed songs of the next request (never shown again)
+  -5      skip song 5: it never comes back while the session runs, and its cluster is ranked lower
+  more    the next songs of the same playlist
+  new     forget the likes and the lowered clusters (skipped songs stay out)
+Anything else is a new title.
+"""
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_HELP = ("反馈 / feedback: +3 +7 喜欢第3、7首 (like: they seed the next playlist) · -5 跳过第5首 (skip: never "
+                 "again, its cluster ranked lower) · more 更多 (next songs) · new 重新开始 (forget likes) · exit 退出")
+_FEEDBACK = re.compile(r"^\s*(?:[+-]\d+[\s,]*)+$")
+MATCH_THRESHOLD = 0.5  # cosine of char n-grams: below it a typed name matches no song
+
+
+@dataclass
+class Feedback:
+    like: list[int] = field(default_factory=list)  # 1-based positions in the shown list
+    skip: list[int] = field(default_factory=list)
+
+
+def parse_feedback(line: str) -> Feedback | None:
+    """`+3 +7 -5` -> Feedback; anything else (a title, a command) -> None."""
+    if not _FEEDBACK.match(line):
+        return None
+    out = Feedback()
+    for sign, n in re.findall(r"([+-])(\d+)", line):
+        (out.like if sign == "+" else out.skip).append(int(n))
+    return out
+
+
+class SongMatcher:
+    """Song ids, or `name - artist` text matched to the catalogue by char n-gram TF-IDF (typos and case forgiven)."""
+
+    def __init__(self, catalogue):
+        from .tfidf import CharTfidf
+
+        self.catalogue = catalogue
+        self.ids = [s for s in catalogue.songs if s in catalogue.index.names]
+        self.texts = [" - ".join(catalogue.index.names[s]) for s in self.ids]
+        self.tfidf = CharTfidf((2, 3)).fit(self.texts)
+        self.X = self.tfidf.transform(self.texts).T.tocsr()
+
+    def match(self, query: str) -> tuple[str | None, float]:
+        """(song id, similarity) of the best match, or (None, best similarity) when none is close enough."""
+        query = query.strip()
+        if query in self.catalogue.code:
+            return query, 1.0
+        sims = (self.tfidf.transform([query]) @ self.X).toarray()[0]
+        best = int(sims.argmax()) if len(sims) else 0
+        score = float(sims[best]) if len(sims) else 0.0
+        return (self.ids[best], score) if score >= MATCH_THRESHOLD else (None, score)
+
+
+def split_seed_songs(text: str) -> list[str]:
+    """`a; b` or `a, b` (names may hold commas: use ; between them then)."""
+    parts = text.split(";") if ";" in text else text.split(",")
+    return [p.strip() for p in parts if p.strip()]
+
+
+class Session:
+    """The state between playlists: the title, what was shown, likes, skips and lowered clusters."""
+
+    def __init__(self, maker):
+        self.maker = maker
+        self.liked: list[str] = []
+        self.skipped: set[str] = set()
+        self.demoted: set[tuple] = set()
+        self.title: str | None = None
+        self.shown: list[tuple[str, tuple | None]] = []
+
+    def handle(self, line: str) -> str:
+        """One line typed at the prompt -> what to print."""
+        line = line.strip()
+        feedback = parse_feedback(line)
+        if feedback is not None:
+            return self.feedback(feedback)
+        if line.lower() in ("more", "更多"):
+            if self.title is None:
+                return "no playlist yet: type a title first"
+            return self.playlist(self.title, more=True)
+        if line.lower() in ("new", "重新开始"):
+            self.liked, self.demoted = [], set()
+            return "likes and lowered clusters forgotten (skipped songs stay out); type a title"
+        if line.lower() in ("help", "?", "帮助"):
+            return FEEDBACK_HELP
+        return self.playlist(line)
+
+    def playlist(self, title: str, more: bool = False) -> str:
+        if not more:
+            self.title, self.shown = title, []
+        exclude = self.skipped | {s for s, _ in self.shown}
+        songs = self.maker.playlist(title, tuple(self.liked), frozenset(exclude), frozenset(self.demoted))
+        start = len(self.shown) + 1
+        self.shown += songs
+        return self.maker.format(title, songs, start=start, seeds=self.liked)
+
+    def feedback(self, fb: Feedback) -> str:
+        bad = [n for n in fb.like + fb.skip if not 1 <= n <= len(self.shown)]
+        if bad:
+            return f"no song {bad[0]} here: the playlist shows songs 1-{len(self.shown)}" if self.shown else \
+                "no playlist yet: type a title first"
+        said = []
+        for n in fb.like:
+            song = self.shown[n - 1][0]
+            if song not in self.liked:
+                self.liked.append(song)
+            said.append(f"liked {n}. {self.maker.song_name(song)}")
+        for n in fb.skip:
+            song, cluster = self.shown[n - 1]
+            self.skipped.add(song)
+            if song in self.liked:
+                self.liked.remove(song)
+            if cluster is not None:
+                self.demoted.add(cluster)
+            said.append(f"skipped {n}. {self.maker.song_name(song)}")
+        return "; ".join(said) + " — `more` for more songs, a title for a new playlist, `new` to forget likes"
+
+
+class PlaylistMaker:
+    """The catalogue and the recommender, loaded once; one call per playlist."""
+
+    def __init__(self, cfg):
+        from .catalogue import load_catalogue
+        from .device import resolve_device
+        from .io import read_json
+        from .recommend import load_recommenders
+
+        self.cfg, self.requests = cfg, 0
+        self.catalogue = load_catalogue(cfg)
+        self.normalize = read_json(cfg.corpus_meta_path, "run `python prepare_corpus.py` first").get("normalize", True)
+        device = resolve_device("auto", 0, cfg.generate.cpu_threads)
+        method = cfg.recommend.method
+        self.recommender = load_recommenders(cfg, [method], device, cfg.generate.pick, self.catalogue)[method]
+        self.seeds, self.matched = self.seed_songs(cfg.generate.seed_songs)
+
+    def seed_songs(self, text: str) -> tuple[list[str], str]:
+        """--seed_songs resolved to catalogue songs, and a line per given song saying what it matched."""
+        if not text.strip():
+            return [], ""
+        matcher, songs, lines = SongMatcher(self.catalogue), [], []
+        for query in split_seed_songs(text):
+            song, score = matcher.match(query)
+            if song is None:
+                lines.append(f"seed {query!r}: no song matched (best similarity {score:.2f}); left out")
+            else:
+                songs.append(song)
+                lines.append(f"seed {query!r} -> {self.song_name(song)}")
+        if not songs:
+            lines.append("none of the seed songs matched the catalogue: the playlist follows the title alone")
+        return list(dict.fromkeys(songs)), "\n".join(lines)
+
+    def text(self, title: str) -> str:
+        """The input text as the corpus builds it: normalised title, then the extra text."""
+        from .text import input_text
+
+        return input_text(title, [self.cfg.generate.extra_text], self.normalize)
+
+    def song_name(self, song: str) -> str:
+        return " - ".join(self.catalogue.index.name(song))
+
+    def playlist(self, title: str, seeds=(), exclude=frozenset(), demote=frozenset()) -> list[tuple[str, tuple | None]]:
+        """(song_id, cluster) per song: one song drawn from each of the best clusters (--pick), then the ranking's
+        next songs if clusters run out. A new seed per request, so asking again varies a random pick."""
+        import numpy as np
+
+        from .catalogue import pick_songs
+        from .recommend import Request
+
+        g, seed = self.cfg.generate, self.cfg.seed + self.requests
+        self.requests += 1
+        seeds = tuple(dict.fromkeys([*self.seeds, *seeds]))
+        k = max(100, 5 * g.num_songs) + len(exclude)  # enough ranked songs to span num_songs clusters
+        request = Request(self.text(title), k, g.num_songs, seed, seeds, frozenset(exclude), frozenset(demote))
+        rec = self.recommender.recommend([request])[0]
+        used = set(exclude) | set(seeds)
+        picked = pick_songs(rec.clusters, self.catalogue.index, g.pick, np.random.default_rng(seed), used=set(used))
+        picked = picked[:g.num_songs]
+        used |= {s for s, _ in picked}
+        picked += [(s, self.catalogue.index.song_cluster.get(s)) for s in rec.songs if s not in used]
+        return picked[:g.num_songs]
+
+    def format(self, title: str, songs: list[tuple[str, tuple | None]], start: int = 1, seeds=()) -> str:
+        g, index = self.cfg.generate, self.catalogue.index
+        shown = title if len(title) <= 80 else title[:77] + "..."
+        lines = [f"🎵 {shown}  ({len(songs)} songs; {self.cfg.recommend.method}, {g.mode}, pick={g.pick})"]
+        reasons = self.reasons(title, songs, [*self.seeds, *seeds]) if g.explain else {}
+        for j, (song, cluster) in enumerate(songs, start):
+            name, artist = index.name(song)
+            if cluster is None:
+                where = "no cluster: from similar playlists"
+            else:
+                n = len(index.cluster_songs[cluster])
+                where = f"cluster {'-'.join(map(str, cluster))}: {f'1 of {n} songs' if n > 1 else 'its only song'}"
+            lines.append(f"{j:>3}. {name} - {artist} ({where})")
+            if g.explain:
+                lines.append(f"       why: {reasons[song]}")
+                if cluster is not None:
+                    others = [index.name(s) for s in index.cluster_songs[cluster] if s != song][:3]
+                    also = "; ".join(f"{n} - {a}" for n, a in others) or "no other songs"
+                    lines.append(f"       also in its cluster: {also}")
+        if len(songs) < g.num_songs:
+            lines.append(f"(only {len(songs)} of the {g.num_songs} songs asked for: the catalogue has no more)")
+        return "\n".join(lines)
+
+    def reasons(self, title: str, songs, seeds) -> dict[str, str]:
+        """Per song, what led to it: a liked (seed) song of the same cluster, else the title word whose removal
+        lowers its cluster's score most (occlusion), else the similar playlists it came from."""
+        import numpy as np
+
+        from .recommend import Request
+
+        index = self.catalogue.index
+        seed_of = {index.song_cluster[s]: s for s in seeds if s in index.song_cluster}
+        words = re.findall(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]|[^\s\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]+",
+                           title)
+        variants = [title] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))] if len(words) > 1 \
+            else [title]
+        scores = self.recommender.cluster_scores([Request(self.text(t)) for t in variants])
+        number = {c: i for i, c in enumerate(self.catalogue.clusters)}
+        out = {}
+        for song, cluster in songs:
+            if cluster in seed_of:
+                out[song] = f"you liked {self.song_name(seed_of[cluster])}, in the same cluster"
+            elif cluster is None:
+                out[song] = "from playlists with titles like this one"
+            elif len(variants) > 1:
+                c = number[cluster]
+                drops = np.log(scores[0, c] + 1e-12) - np.log(scores[1:, c] + 1e-12)
+                best = int(drops.argmax())
+                out[song] = f"the title word {words[best]!r}" if drops[best] > 0 else "the title as a whole"
+            else:
+                out[song] = f"the title {title!r}"
+        return out
