@@ -216,6 +216,9 @@ class RecommendConfig:
     fusion_weight: float = opt(0.4, "w above: the model's share", ge=0, le=1)
     fusion_floor: float = opt(0.01, "product: each distribution + this share of its maximum (a song one of them "
                                     "missed)", gt=0, le=1)
+    seed_weight: float = opt(0.5, "fusion with seed songs (continuation, liked songs): this share of the result comes "
+                                  "from item co-occurrence with the seeds; 0 = the seeds reach only the model",
+                             ge=0, le=1)
     popularity_weight: float = opt(0.0, "fusion: this share of the mixture goes to training popularity instead",
                                    ge=0, le=1)
     knn_text: str = opt("input", "title kNN reads: input (the model's input text, tags included) | title",

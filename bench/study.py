@@ -38,7 +38,8 @@ def rows(outs: list[Path], methods: list[str] | None) -> list[str]:
         cells = [cell([r[m][key] for r, _ in runs]) for key, _ in COLUMNS]
         ratio = [r[m]["ndcg@100"] / r["title_knn"]["ndcg@100"] for r, _ in runs if "title_knn" in r]
         time = f"{np.mean(seconds):.0f}" if seconds and m in ("model", "fusion") else ""
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {time} | {np.mean(ratio):.2f} |" if ratio else "")
+        versus = f"{np.mean(ratio):.2f}" if ratio else ""  # runs without title kNN: no ratio
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {time} | {versus} |")
     return lines
 
 

@@ -24,7 +24,7 @@ from config import DECODINGS, FUSIONS, KNN_TEXTS
 from config import RECOMMENDERS as METHODS
 
 from .catalogue import Catalogue, fill_from_clusters, pick_songs
-from .io import PipelineError
+from .io import PipelineError, read_json
 from .text import EXTRA_SEPARATOR
 from .tokens import with_seeds
 
@@ -229,17 +229,19 @@ class T5Recommender(Recommender):
     name = "model"
 
     def __init__(self, generator, catalogue: Catalogue, gen_cfg, decoding: str = "rank", pick: str = "popular",
-                 fill: bool = True):
+                 fill: bool = True, reads_seeds: bool = True):
         if decoding not in DECODINGS:
             raise PipelineError(f"decoding {decoding!r}: use one of {', '.join(DECODINGS)}")
         if generator.trie.clusters != catalogue.clusters:
             raise PipelineError("the model's clusters differ from the song index's; re-run `python train_tiger.py`")
         self.generator, self.catalogue, self.g = generator, catalogue, gen_cfg
-        self.decoding, self.pick, self.fill = decoding, pick, fill
+        self.decoding, self.pick, self.fill, self.reads_seeds = decoding, pick, fill, reads_seeds
 
     def text(self, request: Request) -> str:
         """The input text, then the seed songs' semantic-ID tokens (those with an ID), as the corpus's continuation
-        examples are written."""
+        examples are written; a model trained without them (reads_seeds false) gets the text alone."""
+        if not self.reads_seeds:
+            return request.text
         seeds = [self.catalogue.index.song_cluster[s] for s in request.seed_songs
                  if s in self.catalogue.index.song_cluster]
         return with_seeds(request.text, seeds, self.generator.scheme)
@@ -297,29 +299,41 @@ class Fusion(Recommender):
       it: the model re-ranks kNN's candidates, and the floor f lets a song one of them misses still come in.
     - mixture: P = w P_m + (1 - w) P_k.
 
-    then (1 - p) P + p * training popularity (a prior for the tail)."""
+    For a request with seed songs (a continuation, liked songs) P becomes (1 - s) P + s P_c, with P_c item
+    co-occurrence (the songs that share training playlists with the seeds) and s the seed weight. (A product with P_c
+    scored lower on validation playlists at every exponent tried.) The model reads the seeds itself only if it was
+    trained on continuation examples; P_c makes them count with a title-only model too.
+
+    Last, (1 - p) P + p * training popularity (a prior for the tail)."""
 
     name = "fusion"
 
     def __init__(self, model: Recommender, knn: Recommender, catalogue: Catalogue, weight: float = 0.5,
-                 popularity: float = 0.0, how: str = "product", floor: float = 0.01):
+                 popularity: float = 0.0, how: str = "product", floor: float = 0.01, seeded: Recommender | None = None,
+                 seed_weight: float = 0.0):
         if not (0 <= weight <= 1 and 0 <= popularity <= 1 and 0 < floor <= 1):
             raise PipelineError(f"fusion weight {weight} and popularity {popularity} must be in [0, 1], the floor "
                                 f"{floor} in (0, 1]")
         if how not in FUSIONS:
             raise PipelineError(f"--recommend.fusion={how!r}: use one of {', '.join(FUSIONS)}")
         self.model, self.knn, self.catalogue, self.weight, self.popularity = model, knn, catalogue, weight, popularity
-        self.how, self.floor = how, floor
+        self.how, self.floor, self.seeded, self.seed_weight = how, floor, seeded, seed_weight
+
+    def _log(self, p: np.ndarray) -> np.ndarray:
+        return np.log(p + self.floor * p.max(axis=1, keepdims=True) + 1e-300)
 
     def song_distributions(self, requests):
         pm, pk = self.model.song_distributions(requests), self.knn.song_distributions(requests)
+        rows = [i for i, r in enumerate(requests) if any(s in self.catalogue.code for s in r.seed_songs)]
         if self.how == "mixture":
             mixed = self.weight * pm + (1 - self.weight) * pk
         else:
-            log_p = self.weight * np.log(pm + self.floor * pm.max(axis=1, keepdims=True) + 1e-300) + \
-                (1 - self.weight) * np.log(pk + self.floor * pk.max(axis=1, keepdims=True) + 1e-300)
+            log_p = self.weight * self._log(pm) + (1 - self.weight) * self._log(pk)
             mixed = np.exp(log_p - log_p.max(axis=1, keepdims=True))
             mixed /= mixed.sum(axis=1, keepdims=True)
+        if rows and self.seeded is not None and self.seed_weight > 0:
+            pc = self.seeded.song_distributions([requests[i] for i in rows])
+            mixed[rows] = (1 - self.seed_weight) * mixed[rows] + self.seed_weight * pc
         if self.popularity:
             mixed = (1 - self.popularity) * mixed + self.popularity * Popularity(self.catalogue).song_distributions(
                 requests)
@@ -349,10 +363,12 @@ def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: st
                 from .generation import load_generator
 
                 generator = load_generator(cfg, catalogue.clusters, device)
-                built[name] = T5Recommender(generator, catalogue, g, g.mode, pick, r.fill_to_k)
+                reads_seeds = read_json(cfg.corpus_meta_path, "run `python prepare_corpus.py` first").get(
+                    "continuation", 0) > 0
+                built[name] = T5Recommender(generator, catalogue, g, g.mode, pick, r.fill_to_k, reads_seeds)
             elif name == "fusion":
                 built[name] = Fusion(get("model"), get("title_knn"), catalogue, r.fusion_weight, r.popularity_weight,
-                                     r.fusion, r.fusion_floor)
+                                     r.fusion, r.fusion_floor, get("cooccurrence"), r.seed_weight)
             elif name == "title_knn":
                 built[name] = TitleKNN(catalogue, r.knn_neighbors, r.knn_text)
             elif name == "popularity":

@@ -250,3 +250,25 @@ def test_catalogue_names_the_missing_input_and_its_stage(tmp_path):
     cfg.split_path("train").write_text("")
     with pytest.raises(PipelineError, match="prepare_data.py"):
         load_catalogue(cfg)
+
+
+def test_fusion_with_seed_songs_mixes_in_cooccurrence():
+    from config import GenerateConfig
+    from playlist_gen.recommend import CoOccurrence
+
+    cat = catalogue()
+    model = T5Recommender(FixedModel([0.5, 0.2, 0.3]), cat, GenerateConfig(), "rank", reads_seeds=False)
+    knn, cooc = TitleKNN(cat, neighbors=2), CoOccurrence(cat)
+    fusion = Fusion(model, knn, cat, weight=0.25, how="product", floor=0.1, seeded=cooc, seed_weight=0.3)
+    plain, seeded = Request("chill", k=5, n_clusters=3), Request("chill", k=5, n_clusters=3, seed_songs=("d",))
+    pm, pk = model.song_distributions([plain])[0], knn.song_distributions([plain])[0]
+    assert model.song_distributions([seeded])[0] == pytest.approx(pm)  # a title-only model never sees the seeds
+    pc = cooc.song_distributions([seeded])[0]  # playlists with d: rock (d), rock on (d b) -> b only (d left out)
+    assert pc[cat.code["b"]] == 1
+    product = (pm + 0.1 * pm.max()) ** 0.25 * (pk + 0.1 * pk.max()) ** 0.75
+    both = fusion.song_distributions([plain, seeded])
+    assert both[1] == pytest.approx(0.7 * product / product.sum() + 0.3 * pc)
+    no_seeds = Fusion(model, knn, cat, weight=0.25, how="product", floor=0.1).song_distributions([plain])[0]
+    assert both[0] == pytest.approx(no_seeds)  # a request without seeds is fused as before
+    [rec] = fusion.recommend([seeded])
+    assert rec.songs[0] == "b" and "d" not in rec.songs
