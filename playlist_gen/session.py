@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 FEEDBACK_HELP = ("反馈 / feedback: +3 +7 喜欢第3、7首 (like: they seed the next playlist) · -5 跳过第5首 (skip: never "
                  "again, its cluster ranked lower) · more 更多 (next songs) · new 重新开始 (forget likes) · exit 退出")
 _FEEDBACK = re.compile(r"^\s*(?:[+-]\d+[\s,]*)+$")
+MIN_SHARED = 2  # --explain: a song in this many training playlists with a seed song is there because of it
 MATCH_THRESHOLD = 0.5  # cosine of char n-grams: below it a typed name matches no song
 
 
@@ -134,7 +135,7 @@ class PlaylistMaker:
         from .io import read_json
         from .recommend import load_recommenders
 
-        self.cfg, self.requests = cfg, 0
+        self.cfg, self.requests, self.members = cfg, 0, None
         self.catalogue = load_catalogue(cfg)
         self.normalize = read_json(cfg.corpus_meta_path, "run `python prepare_corpus.py` first").get("normalize", True)
         device = resolve_device("auto", 0, cfg.generate.cpu_threads)
@@ -212,14 +213,20 @@ class PlaylistMaker:
         return "\n".join(lines)
 
     def reasons(self, title: str, songs, seeds) -> dict[str, str]:
-        """Per song, what led to it: a liked (seed) song of the same cluster, else the title word whose removal
-        lowers its cluster's score most (occlusion), else the similar playlists it came from."""
+        """Per song, what led to it: a liked (seed) song of the same cluster, else a seed song it shares at least
+        MIN_SHARED training playlists with, else the title word whose removal lowers its cluster's score most
+        (occlusion), else the similar playlists it came from."""
         import numpy as np
 
         from .recommend import Request
 
-        index = self.catalogue.index
+        index, code = self.catalogue.index, self.catalogue.code
         seed_of = {index.song_cluster[s]: s for s in seeds if s in index.song_cluster}
+        known = [s for s in seeds if s in code]
+        if known and self.members is None:
+            from .recommend import playlist_members
+
+            self.members = playlist_members(self.catalogue).tocsc()
         words = re.findall(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]|[^\s\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]+",
                            title)
         variants = [title] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))] if len(words) > 1 \
@@ -228,8 +235,13 @@ class PlaylistMaker:
         number = {c: i for i, c in enumerate(self.catalogue.clusters)}
         out = {}
         for song, cluster in songs:
+            shared = [(self.members[:, code[song]].multiply(self.members[:, code[x]]).sum(), x) for x in known
+                      if song in code]
+            together, seed = max(shared, default=(0, None), key=lambda t: t[0])
             if cluster in seed_of:
-                out[song] = f"you liked {self.song_name(seed_of[cluster])}, in the same cluster"
+                out[song] = f"the same cluster as your song {self.song_name(seed_of[cluster])}"
+            elif together >= MIN_SHARED:
+                out[song] = f"in {int(together)} training playlists with your song {self.song_name(seed)}"
             elif cluster is None:
                 out[song] = "from playlists with titles like this one"
             elif len(variants) > 1:
