@@ -1,0 +1,95 @@
+"""How to fuse the recommenders' song distributions: NDCG@100 of fusion variants on one trained run's split.
+
+    .venv/bin/python -m bench.fusion_grid RUN [RUN ...] [--split=val] [--seed_songs=0]
+
+RUN is a folder of bench/study_run.sh (RUN/data, RUN/out, RUN/models). Without seed songs it grids the title
+fusion (floor f, model weight w, popularity share p); with them, how co-occurrence with the seeds joins the title
+fusion (product exponent s, a PMI form, a mixture share). Each line is the mean over the runs. The README's fusion
+findings were measured with it on the validation split.
+"""
+
+import sys
+
+import numpy as np
+
+from evaluate_tiger import load_test_playlists
+from playlist_gen import metrics
+from playlist_gen.catalogue import load_catalogue
+from playlist_gen.cli import parse_config
+from playlist_gen.data import load_playlists
+from playlist_gen.recommend import Request, load_recommenders
+
+
+def distributions(run: str, split: str, k: int):
+    cfg = parse_config([f"--data_dir={run}/data", f"--output_dir={run}/out", f"--model_dir={run}/models",
+                        f"--eval.split={split}", f"--eval.seed_songs={k}"])
+    playlists = load_playlists(cfg)
+    catalogue = load_catalogue(cfg, playlists, write=False)
+    methods = ["model", "title_knn", "popularity"] + (["cooccurrence"] if k else [])
+    recs = load_recommenders(cfg, methods, "cpu", "popular", catalogue)
+    test = load_test_playlists(cfg, playlists, catalogue.index)
+    requests = [Request(p.text, 100, 1, 0, p.seeds) for p in test]
+    P = {m: np.concatenate([recs[m].song_distributions(requests[i:i + 64]) for i in range(0, len(requests), 64)])
+         for m in methods}
+    given = [[catalogue.code[s] for s in p.seeds if s in catalogue.code] for p in test]
+
+    def ndcg(scores: np.ndarray) -> float:
+        out = []
+        for i, p in enumerate(test):
+            s = scores[i].copy()
+            s[given[i]] = -np.inf
+            out.append(metrics.ndcg_at_k([catalogue.songs[j] for j in np.argsort(-s, kind="stable")[:100]], p.truth,
+                                         100))
+        return float(np.mean(out))
+
+    return P, ndcg
+
+
+def floored(p: np.ndarray, f: float) -> np.ndarray:
+    return np.log(p + f * p.max(axis=1, keepdims=True) + 1e-300)
+
+
+def normalised(log_p: np.ndarray) -> np.ndarray:
+    p = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def variants(P, k: int) -> dict[str, np.ndarray]:
+    out = {"title kNN": P["title_knn"], "model": P["model"]}
+    if not k:
+        for f in (0.001, 0.01, 0.1):
+            for w in (0.3, 0.4, 0.5):
+                fused = normalised(w * floored(P["model"], f) + (1 - w) * floored(P["title_knn"], f))
+                for p in (0.0, 0.02, 0.1):
+                    out[f"product f={f} w={w} p={p}"] = (1 - p) * fused + p * P["popularity"]
+            out[f"mixture w=0.4 f={f}"] = 0.4 * P["model"] + 0.6 * P["title_knn"]
+        return out
+    title = 0.4 * floored(P["model"], 0.01) + 0.6 * floored(P["title_knn"], 0.01)
+    out["co-occurrence"] = P["cooccurrence"]
+    for f in (0.01, 0.001, 0.0001):
+        for s in (1, 2, 4, 8):
+            out[f"product with co-occurrence f={f} s={s}"] = s * floored(P["cooccurrence"], f) + title
+        for a in (0.25, 0.5, 1.0):
+            out[f"PMI f={f} a={a}"] = floored(P["cooccurrence"], f) + a * (title - np.log(P["popularity"] + 1e-9))
+    for s in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7):
+        out[f"mixture s={s}"] = s * P["cooccurrence"] + (1 - s) * normalised(title)
+    return out
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    opts = dict(a[2:].split("=", 1) for a in args if a.startswith("--"))
+    runs = [a for a in args if not a.startswith("--")]
+    split, k = opts.get("split", "val"), int(opts.get("seed_songs", 0))
+    scores: dict[str, list[float]] = {}
+    for run in runs:
+        P, ndcg = distributions(run, split, k)
+        for name, s in variants(P, k).items():
+            scores.setdefault(name, []).append(ndcg(s))
+    print(f"NDCG@100 on {split}, {k} seed songs, mean over {len(runs)} run(s)")
+    for name, v in scores.items():
+        print(f"{np.mean(v):.4f}  {name}")
+
+
+if __name__ == "__main__":
+    main()
