@@ -90,6 +90,7 @@ def show(maker: PlaylistMaker, title: str) -> None:
 
 
 def loaded(cfg) -> PlaylistMaker:
+    """The maker, after printing what each --seed_songs entry matched."""
     maker = PlaylistMaker(cfg)
     if maker.matched:
         print(maker.matched)
@@ -107,17 +108,14 @@ def main(argv=None):
         raise PipelineError("--title is blank: give a title, or leave --title out to type titles at a prompt")
     if cfg.generate.title.strip():
         check_options(cfg)
-        maker = PlaylistMaker(cfg)
-        print(maker.matched or "", end="\n" if maker.matched else "")
-        show(maker, cfg.generate.title)
+        show(loaded(cfg), cfg.generate.title)
     elif not sys.stdin.isatty() and not cfg.generate.interactive:
         maker = None
         for line in sys.stdin:
             if line.strip():
                 if maker is None:
                     check_options(cfg)
-                    maker = PlaylistMaker(cfg)
-                    print(maker.matched or "", end="\n" if maker.matched else "")
+                    maker = loaded(cfg)
                 show(maker, line)
                 print()
         if maker is None:
