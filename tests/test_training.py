@@ -172,12 +172,15 @@ def test_load_tiger_says_what_to_run(tmp_path):
         modeling.load_tiger(tmp_path / "nothing")
 
 
-def test_interrupted_training_resumes_from_last_checkpoint(corpus_world, monkeypatch):
+def interrupt_after_checkpoint(monkeypatch, step: int | None = None):
+    """Make training raise KeyboardInterrupt right after checkpoint-`step` (the first, if None) is completely
+    written, as Ctrl-C would; returns the real make_trainer, to put back for the resumed run."""
     from transformers import TrainerCallback
 
     class Interrupt(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):  # after checkpoint-N is completely written
-            raise KeyboardInterrupt
+        def on_save(self, args, state, control, **kwargs):
+            if step is None or state.global_step == step:
+                raise KeyboardInterrupt
 
     def interrupted(*args, **kwargs):
         trainer = make_trainer(*args, **kwargs)
@@ -185,8 +188,13 @@ def test_interrupted_training_resumes_from_last_checkpoint(corpus_world, monkeyp
         return trainer
 
     make_trainer = training.make_trainer
-    argv = corpus_world + TINY + ["--tiger.max_steps=12", "--tiger.eval_steps=4", "--tiger.save_steps=4"]
     monkeypatch.setattr(training, "make_trainer", interrupted)
+    return make_trainer
+
+
+def test_interrupted_training_resumes_from_last_checkpoint(corpus_world, monkeypatch):
+    argv = corpus_world + TINY + ["--tiger.max_steps=12", "--tiger.eval_steps=4", "--tiger.save_steps=4"]
+    make_trainer = interrupt_after_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train_tiger.main(argv)
     cfg = config_for(corpus_world)
@@ -219,8 +227,6 @@ def test_resumed_mid_epoch_equals_uninterrupted(corpus_world, monkeypatch, objec
     """Killed after a checkpoint in the middle of the second epoch and resumed: the same losses and the same
     weights as a run never interrupted. (The length-grouped sampler of `sequence` drew each epoch's order from
     the global RNG, whose state at the resumed epoch's start was not the uninterrupted run's.)"""
-    from transformers import TrainerCallback
-
     argv = corpus_world + TINY + [f"--tiger.objective={objective}", f"--tiger.batch_size={batch}",
                                   f"--tiger.max_steps={steps}", "--tiger.eval_steps=4", "--tiger.save_steps=4",
                                   "--tiger.save_total_limit=10", "--tiger.dropout=0.1"]
@@ -231,18 +237,7 @@ def test_resumed_mid_epoch_equals_uninterrupted(corpus_world, monkeypatch, objec
     epoch_at = {int(r.split(",")[0]): float(r.split(",")[1]) for r in whole.splitlines()[1:]}
     assert 1 < epoch_at[kill] < 2  # killed in the middle of the second epoch
 
-    class Killed(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == kill:
-                raise KeyboardInterrupt
-
-    def killed_trainer(*a, **k):
-        trainer = make_trainer(*a, **k)
-        trainer.add_callback(Killed())
-        return trainer
-
-    make_trainer = training.make_trainer
-    monkeypatch.setattr(training, "make_trainer", killed_trainer)
+    make_trainer = interrupt_after_checkpoint(monkeypatch, kill)
     with pytest.raises(KeyboardInterrupt):
         train_tiger.main(argv + ["--tiger.resume=false"])
     monkeypatch.setattr(training, "make_trainer", make_trainer)
