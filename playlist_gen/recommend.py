@@ -118,7 +118,7 @@ class TitleKNN(Recommender):
 
     name = "title_knn"
 
-    def __init__(self, catalogue: Catalogue, neighbors: int = 50, text: str = "input"):
+    def __init__(self, catalogue: Catalogue, neighbors: int = 50, text: str = "input", members=None):
         from .tfidf import CharTfidf
 
         if text not in KNN_TEXTS:
@@ -127,7 +127,7 @@ class TitleKNN(Recommender):
         texts = [self._text(t) for t in catalogue.train_texts]
         self.tfidf = CharTfidf().fit(texts)
         self.X = self.tfidf.transform(texts).T.tocsr()
-        self.members = playlist_members(catalogue)
+        self.members = playlist_members(catalogue) if members is None else members
 
     def votes(self, requests) -> np.ndarray:
         """(requests, songs) summed similarity of the nearest training playlists holding each song."""
@@ -356,6 +356,13 @@ def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: st
     catalogue = catalogue or load_catalogue(cfg, playlists, write=write_index)
     g, r = cfg.generate, cfg.recommend
     built: dict[str, Recommender] = {}
+    shared: dict = {}
+
+    def members():
+        """The training playlists' song matrix, built once for title kNN and co-occurrence."""
+        if "members" not in shared:
+            shared["members"] = playlist_members(catalogue)
+        return shared["members"]
 
     def get(name: str) -> Recommender:
         if name not in built:
@@ -370,11 +377,11 @@ def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: st
                 built[name] = Fusion(get("model"), get("title_knn"), catalogue, r.fusion_weight, r.popularity_weight,
                                      r.fusion, r.fusion_floor, get("cooccurrence"), r.seed_weight)
             elif name == "title_knn":
-                built[name] = TitleKNN(catalogue, r.knn_neighbors, r.knn_text)
+                built[name] = TitleKNN(catalogue, r.knn_neighbors, r.knn_text, members())
             elif name == "popularity":
                 built[name] = Popularity(catalogue)
             elif name == "cooccurrence":
-                built[name] = CoOccurrence(catalogue)
+                built[name] = CoOccurrence(catalogue, members())
             elif name == "hstu":
                 from .sequential import load_sequential
 
