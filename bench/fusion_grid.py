@@ -17,7 +17,7 @@ from playlist_gen import metrics
 from playlist_gen.catalogue import load_catalogue
 from playlist_gen.cli import parse_config
 from playlist_gen.data import load_playlists
-from playlist_gen.recommend import Request, load_recommenders
+from playlist_gen.recommend import Request, floored_log, load_recommenders
 
 
 def distributions(run: str, split: str, k: int):
@@ -45,10 +45,6 @@ def distributions(run: str, split: str, k: int):
     return P, ndcg
 
 
-def floored(p: np.ndarray, f: float) -> np.ndarray:
-    return np.log(p + f * p.max(axis=1, keepdims=True) + 1e-300)
-
-
 def normalised(log_p: np.ndarray) -> np.ndarray:
     p = np.exp(log_p - log_p.max(axis=1, keepdims=True))
     return p / p.sum(axis=1, keepdims=True)
@@ -59,18 +55,18 @@ def variants(P, k: int) -> dict[str, np.ndarray]:
     if not k:
         for f in (0.001, 0.01, 0.1):
             for w in (0.3, 0.4, 0.5):
-                fused = normalised(w * floored(P["model"], f) + (1 - w) * floored(P["title_knn"], f))
+                fused = normalised(w * floored_log(P["model"], f) + (1 - w) * floored_log(P["title_knn"], f))
                 for p in (0.0, 0.02, 0.1):
                     out[f"product f={f} w={w} p={p}"] = (1 - p) * fused + p * P["popularity"]
             out[f"mixture w=0.4 f={f}"] = 0.4 * P["model"] + 0.6 * P["title_knn"]
         return out
-    title = 0.4 * floored(P["model"], 0.01) + 0.6 * floored(P["title_knn"], 0.01)
+    title = 0.4 * floored_log(P["model"], 0.01) + 0.6 * floored_log(P["title_knn"], 0.01)
     out["co-occurrence"] = P["cooccurrence"]
     for f in (0.01, 0.001, 0.0001):
         for s in (1, 2, 4, 8):
-            out[f"product with co-occurrence f={f} s={s}"] = s * floored(P["cooccurrence"], f) + title
+            out[f"product with co-occurrence f={f} s={s}"] = s * floored_log(P["cooccurrence"], f) + title
         for a in (0.25, 0.5, 1.0):
-            out[f"PMI f={f} a={a}"] = floored(P["cooccurrence"], f) + a * (title - np.log(P["popularity"] + 1e-9))
+            out[f"PMI f={f} a={a}"] = floored_log(P["cooccurrence"], f) + a * (title - np.log(P["popularity"] + 1e-9))
     for s in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7):
         out[f"mixture s={s}"] = s * P["cooccurrence"] + (1 - s) * normalised(title)
     return out

@@ -292,6 +292,11 @@ class T5Recommender(Recommender):
         return out
 
 
+def floored_log(p: np.ndarray, floor: float) -> np.ndarray:
+    """log(p + floor * max p) per row: a product of experts' factor, so one expert's zero does not veto a song."""
+    return np.log(p + floor * p.max(axis=1, keepdims=True) + 1e-300)
+
+
 class Fusion(Recommender):
     """Retrieval fused with generation: the model's song distribution P_m and title kNN's P_k combined as
 
@@ -320,7 +325,7 @@ class Fusion(Recommender):
         self.how, self.floor, self.seeded, self.seed_weight = how, floor, seeded, seed_weight
 
     def _log(self, p: np.ndarray) -> np.ndarray:
-        return np.log(p + self.floor * p.max(axis=1, keepdims=True) + 1e-300)
+        return floored_log(p, self.floor)
 
     def song_distributions(self, requests):
         pm, pk = self.model.song_distributions(requests), self.knn.song_distributions(requests)
