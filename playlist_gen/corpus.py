@@ -236,10 +236,18 @@ def build_pairs(playlists, song_to_ids: dict, cc, seed: int, labels: np.ndarray 
     return pairs, counts
 
 
-def split_labels(keys: pd.Series, how: str, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
-    """A seeded 'train'/'val'/'test' label per row. `grouped` keeps all rows of one key in one split."""
+def split_labels(keys: pd.Series, how: str, val_fraction: float, test_fraction: float, seed: int, folds: int = 0,
+                 fold: int = 0) -> np.ndarray:
+    """A seeded 'train'/'val'/'test' label per row. `grouped` keeps all rows of one key in one split.
+
+    folds = k >= 2 (cross-validation): the seeded order of the groups is cut into k parts of about equal rows; part
+    `fold` is the test (test_fraction is not used) and val_fraction of the rows, from the parts after it, validate.
+    The k folds' test sets cover every playlist exactly once."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise PipelineError("--corpus.val_fraction and --corpus.test_fraction must be in [0, 1) and sum below 1")
+    if folds == 1 or not 0 <= fold < max(folds, 1):
+        raise PipelineError(f"--corpus.folds={folds} --corpus.fold={fold}: use folds 0 (no cross-validation) or >= 2, "
+                            "and a fold from 0 to folds - 1")
     if how == "grouped":
         groups, inverse = np.unique(keys.to_numpy(dtype=str), return_inverse=True)
     elif how == "random":
@@ -250,11 +258,18 @@ def split_labels(keys: pd.Series, how: str, val_fraction: float, test_fraction: 
     perm = np.random.default_rng(seed).permutation(len(groups))
     before = np.cumsum(sizes[perm]) - sizes[perm]  # rows already assigned when a group's turn comes
     n = len(keys)
-    test_end, val_end = test_fraction * n, (test_fraction + val_fraction) * n
+    if folds:
+        part = np.minimum(before * folds // max(n, 1), folds - 1)
+        rest = np.concatenate([np.flatnonzero(part > fold), np.flatnonzero(part < fold)])  # from the next part on
+        rest_before = np.cumsum(sizes[perm][rest]) - sizes[perm][rest]
+        ordered = np.where(part == fold, "test", "train").astype(object)
+        ordered[rest[rest_before < val_fraction * n]] = "val"
+    else:
+        test_end, val_end = test_fraction * n, (test_fraction + val_fraction) * n
+        ordered = np.where(before < test_end, "test", np.where(before < val_end, "val", "train"))
     group_label = np.empty(len(groups), dtype=object)
-    group_label[perm] = np.where(before < test_end, "test", np.where(before < val_end, "val", "train"))
-    labels = group_label[inverse] if len(groups) else np.array([], dtype=object)
-    return labels
+    group_label[perm] = ordered
+    return group_label[inverse] if len(groups) else np.array([], dtype=object)
 
 
 def seed_counts(setting: str) -> list[int]:
@@ -288,7 +303,7 @@ def split_labels_for(info: pd.DataFrame, cc, seed: int) -> np.ndarray:
     """The split of every playlist of the info table (before any is dropped for lack of songs), so stage 0 can
     build song vectors from the training playlists alone and stage 2 draws the same split."""
     keys = _map_distinct(info["title"], title_key)
-    labels = split_labels(keys, cc.split, cc.val_fraction, cc.test_fraction, seed)
+    labels = split_labels(keys, cc.split, cc.val_fraction, cc.test_fraction, seed, cc.folds, cc.fold)
     if cc.train_fraction < 1:  # a learning curve: a seeded share of the training playlists, the rest unused
         if not 0 < cc.train_fraction <= 1:
             raise PipelineError(f"--corpus.train_fraction={cc.train_fraction} must be in (0, 1]")
@@ -300,8 +315,11 @@ def split_labels_for(info: pd.DataFrame, cc, seed: int) -> np.ndarray:
 
 def split_settings(cc, seed: int) -> dict:
     """What decides the split: recorded with song vectors built from the training split, checked by stage 2."""
-    return {"split": cc.split, "val_fraction": cc.val_fraction, "test_fraction": cc.test_fraction,
-            "train_fraction": cc.train_fraction, "seed": seed}
+    settings = {"split": cc.split, "val_fraction": cc.val_fraction, "test_fraction": cc.test_fraction,
+                "train_fraction": cc.train_fraction, "seed": seed}
+    if cc.folds:  # recorded only when used, so vectors built before folds existed still match
+        settings.update(folds=cc.folds, fold=cc.fold)
+    return settings
 
 
 def check_vector_split(cfg) -> None:
@@ -368,7 +386,7 @@ def corpus_meta(cc, counts: CorpusCounts, split_sizes: dict, id_meta: dict, seed
         codebook_sizes=[int(k) for k in id_meta["codebook_sizes"]], max_songs=cc.max_songs, min_songs=cc.min_songs,
         order=cc.order, collapse_repeats=cc.collapse_repeats, split=cc.split, extra_columns=cc.extra_columns,
         normalize=cc.normalize, train_fraction=cc.train_fraction, continuation=cc.continuation,
-        seed_counts=cc.seed_counts,
+        seed_counts=cc.seed_counts, folds=cc.folds, fold=cc.fold,
         val_fraction=cc.val_fraction, test_fraction=cc.test_fraction, seed=seed,
     )
     return out

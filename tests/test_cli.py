@@ -15,6 +15,7 @@ import evaluate_tiger
 import generate_playlist
 import prepare_corpus
 import train_tiger
+from playlist_gen.cli import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--tiger.d_model=32", "--tiger.d_ff=64", "--tiger.num_layers=1", "--tiger.num_decoder_layers=1",
@@ -49,8 +50,15 @@ def test_evaluate_one_process_equals_two(pipeline, capsys):
     cfg = config_for(pipeline)
     evaluate_tiger.main(pipeline + EVAL)
     one = json.loads(cfg.metrics_path.read_text())
+    policies = one.pop("shown_policies")
     assert set(one) == {"model", "fusion", "popularity", "title_knn", "random_cluster"}
+    assert set(policies) == {"diverse", "ranked", "sample", "cluster", "random", "popular", "weighted"}
+    assert policies["ranked"]["shown_repeat"] == 1.0 and policies["random"]["shown_repeat"] < 1.0
+    assert policies["ranked"]["shown_precision@20"] == pytest.approx(one["fusion"]["top_precision@20"])
     for table in one.values():
+        for key in ("shown_precision@20", "shown_ndcg@20", "shown_recall@20", "shown_artists", "shown_clusters",
+                    "shown_popularity_rank", "top_precision@20", "top_artists"):
+            assert key in table and table[key] >= 0
         for key in ("rouge_l", "bleu4", "tuple_f1", "cluster_precision", "cluster_recall", "cluster_f1",
                     "expanded_songs", "r_precision", "ndcg@20", "recall@20", "validity", "distinct_clusters",
                     "distinct_artists", "catalogue_coverage"):
@@ -63,6 +71,8 @@ def test_evaluate_one_process_equals_two(pipeline, capsys):
     run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
          "evaluate_tiger.py", *pipeline, *EVAL])
     two = json.loads(cfg.metrics_path.read_text())
+    two_policies = two.pop("shown_policies")
+    assert all(two_policies[p] == pytest.approx(policies[p]) for p in policies)
     assert set(two) == set(one)
     for method in one:
         assert two[method] == pytest.approx(one[method]), method
@@ -78,6 +88,25 @@ def test_generate_one_shot_and_piped_titles(pipeline):
                 input="chill\n\nroad trip\n").stdout.splitlines()
     assert sum(bool(SONG_LINE.match(line)) for line in piped) == 8
     assert sum(line.startswith("🎵") for line in piped) == 2
+
+
+@pytest.mark.parametrize("pick", ["diverse", "cluster"])
+def test_the_cli_prints_the_playlist_evaluation_scores(pipeline, tmp_path, pick):
+    """What is shown is what is measured: evaluate_tiger.py's shown playlist of a test title (its examples file) is
+    the list generate_playlist.py prints for that title (typed alone: no tags)."""
+    out = tmp_path / "out"
+    shutil.copytree(config_for(pipeline).output_dir, out)
+    args = [a for a in pipeline if not a.startswith("--output_dir")] + [f"--output_dir={out}", f"--pick={pick}"]
+    evaluate_tiger.main(args + ["--eval.examples=2", "--eval.methods=fusion,title_knn", "--eval.shown_policies=ranked",
+                                "--eval.title_only=true",
+                                "--num_songs=6"])
+    text = (out / "evaluation_results.txt").read_text()
+    for block in text.split("\n=== ")[1:]:
+        title = block.split("  (playlist ")[0].split(". ", 1)[1]
+        scored = re.findall(r"^ +\d+\. (.+?)  \[", block.split("\nfusion (")[1], flags=re.M)
+        maker = generate_playlist.PlaylistMaker(parse_config(args + ["--num_songs=6"]))
+        printed = [" - ".join(maker.catalogue.index.name(s)) for s, _ in maker.playlist(title)]
+        assert printed == scored and len(printed) == 6, title
 
 
 def test_cli_starts_without_transformers(pipeline):

@@ -131,6 +131,22 @@ def test_split_is_seeded_and_sized():
     assert 100 <= (g == "test").sum() <= 240 and (g == "val").sum() >= 20
 
 
+@pytest.mark.parametrize("how", ["grouped", "random"])
+def test_folds_cover_every_playlist_once_and_keep_groups_together(how):
+    keys = pd.Series([f"t{i % 37}" for i in range(600)])
+    labels = [corpus.split_labels(keys, how, 0.05, 0.1, 42, folds=5, fold=k) for k in range(5)]
+    tests = [set(np.flatnonzero(lab == "test")) for lab in labels]
+    assert sum(map(len, tests)) == len(set().union(*tests)) == len(keys)  # disjoint, covering
+    for lab in labels:
+        assert 90 <= (lab == "test").sum() <= 150 and 20 <= (lab == "val").sum() <= 60
+        if how == "grouped":
+            for split in ("train", "val", "test"):
+                assert not set(keys[lab == split]) & set(keys[lab != split])
+    assert (labels[0] == corpus.split_labels(keys, how, 0.05, 0.1, 42, folds=5, fold=0)).all()  # seeded
+    with pytest.raises(PipelineError, match="folds"):
+        corpus.split_labels(keys, how, 0.05, 0.1, 42, folds=5, fold=5)
+
+
 def test_orders_and_collapse(tmp_path):
     world = make_world(tmp_path, missing_ids=0)
     cfg = config_for(world)

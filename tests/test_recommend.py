@@ -272,3 +272,37 @@ def test_fusion_with_seed_songs_mixes_in_cooccurrence():
     assert both[0] == pytest.approx(no_seeds)  # a request without seeds is fused as before
     [rec] = fusion.recommend([seeded])
     assert rec.songs[0] == "b" and "d" not in rec.songs
+
+
+def test_e5_knn_votes_by_embedding_and_caches_the_training_titles(tmp_path, monkeypatch):
+    from playlist_gen import recommend
+    from playlist_gen.recommend import E5KNN
+
+    cat = catalogue()
+    cache = tmp_path / "e5.npz"
+    e5 = E5KNN(cat, neighbors=1, temperature=0.02, cache=cache)
+    assert e5.E.shape == (4, 384) and cache.exists()
+    assert np.linalg.norm(e5.E, axis=1) == pytest.approx(np.ones(4), abs=1e-3)
+    [v] = e5.votes([Request("chill vibes")])  # its nearest training playlist is "chill vibes": b and c
+    assert v[cat.code["b"]] == pytest.approx(v[cat.code["c"]]) and v[cat.code["b"]] > 0.9
+    assert v[cat.code["a"]] == v[cat.code["d"]] == 0
+
+    def no_model(texts):
+        raise AssertionError("the cached training titles were embedded again")
+
+    monkeypatch.setattr(recommend, "embed", lambda texts: no_model(texts) if len(texts) > 1 else recommend.embed(texts))
+    assert E5KNN(cat, cache=cache).E == pytest.approx(e5.E)  # read from the cache
+
+
+def test_fusion_gives_e5_its_share_of_the_retrieval_exponent():
+    from config import GenerateConfig
+
+    cat = catalogue()
+    model = T5Recommender(FixedModel([0.5, 0.2, 0.3]), cat, GenerateConfig(), "rank")
+    knn, other = TitleKNN(cat, neighbors=2), Popularity(cat)  # popularity stands in for e5 kNN
+    req = Request("chill", k=5, n_clusters=3)
+    pm, pk, pe = (r.song_distributions([req])[0] for r in (model, knn, other))
+    product = (pm + 0.1 * pm.max()) ** 0.25 * (pk + 0.1 * pk.max()) ** (0.75 * 0.6) * (pe + 0.1 * pe.max()) ** (
+        0.75 * 0.4)
+    fused = Fusion(model, knn, cat, weight=0.25, floor=0.1, e5=other, e5_weight=0.4).song_distributions([req])[0]
+    assert fused == pytest.approx(product / product.sum())

@@ -297,3 +297,17 @@ def test_training_ends_without_the_tied_weights_warning(corpus_world, caplog):
     assert "There were missing keys" not in caplog.text
     assert training.tied_parameter_names(modeling.load_tiger(config_for(corpus_world).final_model_dir)[0]) == {
         "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"}
+
+
+def test_extra_dropout_trains_some_examples_on_the_title_alone():
+    import numpy as np
+
+    targets = [np.array([[5, 6], [7, 8]])] * 50
+    full, title = [[1, 2, 3, 9, 0]] * 50, [[1, 2, 0]] * 50
+    ex = training.TargetExamples(full, targets, "tuples", eos=0, seed=3, title_ids=title, extra_dropout=0.3)
+    inputs = [ex[i]["input_ids"] for i in range(len(ex))]
+    share = sum(x == title[0] for x in inputs) / len(inputs)
+    assert 0.15 < share < 0.45 and set(map(tuple, inputs)) == {tuple(full[0]), tuple(title[0])}
+    assert inputs == [ex[i]["input_ids"] for i in range(len(ex))]  # seeded per example: the same on resume
+    kept = training.TargetExamples(full, targets, "tuples", eos=0, seed=3, title_ids=title, extra_dropout=0.0)
+    assert all(kept[i]["input_ids"] == full[0] for i in range(len(kept)))
