@@ -1,11 +1,13 @@
 """How to fuse the recommenders' song distributions: NDCG@100 of fusion variants on one trained run's split.
 
-    .venv/bin/python -m bench.fusion_grid RUN [RUN ...] [--split=val] [--seed_songs=0]
+    .venv/bin/python -m bench.fusion_grid RUN [RUN ...] [--split=val] [--seed_songs=0] [--e5=1] [--title_only=1]
 
 RUN is a folder of bench/study_run.sh (RUN/data, RUN/out, RUN/models). Without seed songs it grids the title
 fusion (floor f, model weight w, popularity share p); with them, how co-occurrence with the seeds joins the title
 fusion (product exponent s, a PMI form, a mixture share). Each line is the mean over the runs. The README's fusion
-findings were measured with it on the validation split.
+findings were measured with it on the validation split. --e5=1 grids the e5 kNN expert's share e of the retrieval
+exponent (recommend.e5_weight) against the model weight w; --title_only=1 gives the requests the title alone.
+Each line is the mean over the runs and, in parentheses, their standard deviation.
 """
 
 import sys
@@ -20,12 +22,12 @@ from playlist_gen.data import load_playlists
 from playlist_gen.recommend import Request, floored_log, load_recommenders
 
 
-def distributions(run: str, split: str, k: int):
+def distributions(run: str, split: str, k: int, e5: bool = False, title_only: bool = False):
     cfg = parse_config([f"--data_dir={run}/data", f"--output_dir={run}/out", f"--model_dir={run}/models",
-                        f"--eval.split={split}", f"--eval.seed_songs={k}"])
+                        f"--eval.split={split}", f"--eval.seed_songs={k}", f"--eval.title_only={title_only}"])
     playlists = load_playlists(cfg)
     catalogue = load_catalogue(cfg, playlists, write=False)
-    methods = ["model", "title_knn", "popularity"] + (["cooccurrence"] if k else [])
+    methods = ["model", "title_knn", "popularity"] + (["cooccurrence"] if k else []) + (["e5_knn"] if e5 else [])
     recs = load_recommenders(cfg, methods, "cpu", "popular", catalogue)
     test = load_test_playlists(cfg, playlists, catalogue.index)
     requests = [Request(p.text, 100, 1, 0, p.seeds) for p in test]
@@ -52,6 +54,15 @@ def normalised(log_p: np.ndarray) -> np.ndarray:
 
 def variants(P, k: int) -> dict[str, np.ndarray]:
     out = {"title kNN": P["title_knn"], "model": P["model"]}
+    if "e5_knn" in P:
+        out["e5 kNN"] = P["e5_knn"]
+        logs = {m: floored_log(P[m], 0.01) for m in ("model", "title_knn", "e5_knn")}
+        for w in (0.3, 0.4, 0.5):
+            for e in (0.0, 0.2, 0.35, 0.5, 0.65, 0.8):
+                out[f"product w={w} e5 share e={e}"] = (w * logs["model"] + (1 - w) * (1 - e) * logs["title_knn"]
+                                                        + (1 - w) * e * logs["e5_knn"])
+        out["e5 kNN x title kNN, no model (e=0.5)"] = 0.5 * logs["title_knn"] + 0.5 * logs["e5_knn"]
+        return out
     if not k:
         for f in (0.001, 0.01, 0.1):
             for w in (0.3, 0.4, 0.5):
@@ -77,14 +88,16 @@ def main() -> None:
     opts = dict(a[2:].split("=", 1) for a in args if a.startswith("--"))
     runs = [a for a in args if not a.startswith("--")]
     split, k = opts.get("split", "val"), int(opts.get("seed_songs", 0))
+    e5, title_only = opts.get("e5", "0") == "1", opts.get("title_only", "0") == "1"
     scores: dict[str, list[float]] = {}
     for run in runs:
-        P, ndcg = distributions(run, split, k)
+        P, ndcg = distributions(run, split, k, e5, title_only)
         for name, s in variants(P, k).items():
             scores.setdefault(name, []).append(ndcg(s))
-    print(f"NDCG@100 on {split}, {k} seed songs, mean over {len(runs)} run(s)")
+    print(f"NDCG@100 on {split}, {k} seed songs{', title only' if title_only else ''}, mean (std) over {len(runs)} "
+          "run(s)")
     for name, v in scores.items():
-        print(f"{np.mean(v):.4f}  {name}")
+        print(f"{np.mean(v):.4f} ({np.std(v, ddof=1) if len(v) > 1 else 0:.4f})  {name}")
 
 
 if __name__ == "__main__":

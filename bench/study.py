@@ -21,6 +21,7 @@ COLUMNS = (("r_precision", "R-prec"), ("ndcg@100", "NDCG@100"), ("recall@100", "
 POLICY_COLUMNS = (("shown_precision@20", "P@20"), ("shown_ndcg@20", "NDCG@20"), ("shown_recall@20", "Recall@20"),
                   ("shown_artists", "artists"), ("shown_clusters", "clusters"),
                   ("shown_popularity_rank", "popularity rank"), ("shown_repeat", "repeat"))
+DIGITS = {"shown_artists": 1, "shown_clusters": 1, "shown_popularity_rank": 0, "shown_repeat": 2, "top_artists": 1}
 
 
 def load(out: Path) -> tuple[dict, float | None]:
@@ -47,7 +48,7 @@ def rows(outs: list[Path], methods: list[str] | None) -> list[str]:
     seconds = [s for _, s in runs if s is not None]
     lines = []
     for m in methods:
-        cells = [cell([r[m][key] for r, _ in runs if key in r[m]]) for key, _ in COLUMNS]
+        cells = [cell([r[m][key] for r, _ in runs if key in r[m]], DIGITS.get(key, 3)) for key, _ in COLUMNS]
         time = f"{np.mean(seconds):.0f}" if seconds and m in ("model", "fusion") else ""
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {time} | {cell(ratio(runs, m), 2)} |")
     return lines
@@ -75,13 +76,13 @@ def policies(outs: list[Path]) -> list[str]:
     lines = ["| shown playlist | " + " | ".join(name for _, name in POLICY_COLUMNS) + " |",
              "|---" * (len(POLICY_COLUMNS) + 1) + "|"]
     for pick in runs[0].get("shown_policies", {}):
-        cells = [cell([r["shown_policies"][pick][key] for r in runs]) for key, _ in POLICY_COLUMNS]
+        cells = [cell([r["shown_policies"][pick][key] for r in runs], DIGITS.get(key, 3)) for key, _ in POLICY_COLUMNS]
         lines.append(f"| --pick={pick} | " + " | ".join(cells) + " |")
     for m in ("title_knn", "model", "popularity"):
         if m in runs[0]:
             top = [r[m] for r in runs if "top_artists" in r[m]]
             lines.append(f"| {m}: its top 20 | {cell([t['top_precision@20'] for t in top])} | - | - | "
-                         f"{cell([t['top_artists'] for t in top])} | - | - | 1 |")
+                         f"{cell([t['top_artists'] for t in top], 1)} | - | - | 1 |")
     return lines
 
 

@@ -109,14 +109,16 @@ def plot_tradeoff(path, policies: dict, table: dict, method: str, n: int) -> Non
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for pick, m in policies.items():
         ax.scatter(m["shown_artists"], m[key], color="tab:blue")
-        ax.annotate(f"{method} {pick} (repeat {m['shown_repeat']:.2f})", (m["shown_artists"], m[key]), fontsize=8,
-                    xytext=(4, 3), textcoords="offset points")
+        label = pick + (f" (repeat {m['shown_repeat']:.2f})" if m["shown_repeat"] < 1 else "")
+        ax.annotate(label, (m["shown_artists"], m[key]), fontsize=8, xytext=(4, 3), textcoords="offset points")
     for name, m in table.items():
         if key in m and name != method:
             ax.scatter(m["shown_artists"], m[key], color="tab:gray", marker="s")
-            ax.annotate(name, (m["shown_artists"], m[key]), fontsize=8, xytext=(4, -9), textcoords="offset points")
+            ax.annotate(f"{name} (its --pick)", (m["shown_artists"], m[key]), fontsize=8, xytext=(4, -9),
+                        textcoords="offset points")
     ax.set(xlabel=f"distinct artists in the {n} songs shown", ylabel=f"precision@{n} of the songs shown",
-           title="What is shown: accuracy against diversity (repeat: share of songs the same when asked again)")
+           title=f"The {n} songs shown: {method} by --pick (blue), other methods (gray); repeat: share of songs "
+                 "the same when asked again")
     ax.title.set_fontsize(9)
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
