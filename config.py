@@ -179,7 +179,7 @@ class TigerConfig:
     dropout: float = opt(0.1, "dropout rate", ge=0, lt=1)
     input_dropout: float = opt(0.0, "drop each title token of a training example with this probability (unseen "
                                     "wordings)", ge=0, lt=1)
-    extra_dropout: float = opt(0.0, "train on the title alone (the extra columns, NetEase tags, dropped) in this "
+    extra_dropout: float = opt(0.3, "train on the title alone (the extra columns, NetEase tags, dropped) in this "
                                     "share of the examples, so the model stays good when a person types only a title",
                                ge=0, le=1)
     max_source_len: int = opt(128, "input tokens: title, extra columns (NetEase titles with tags: median 40)",

@@ -3,6 +3,8 @@
     .venv/bin/python -m bench.study [--methods=model,fusion,title_knn] OUTPUT_DIR [OUTPUT_DIR ...]
     .venv/bin/python -m bench.study --row=LABEL OUTPUT_DIR [...]       # one compact row: "model / fusion" per cell
     .venv/bin/python -m bench.study --policies OUTPUT_DIR [...]        # the shown playlist per --pick policy
+    .venv/bin/python -m bench.study --row=LABEL --vs=BASE_NAME OUTPUT_DIR [...]  # + fusion's gain over BASE's,
+                                                                       # paired by fold: mean (std)
 
 Runs come from bench/cv.sh or bench/study_run.sh (runs/NAME/fK or sSEED/out). Each OUTPUT_DIR is a run's
 --output_dir after evaluate_tiger.py (its train_summary.json gives the training time). With several, each cell is
@@ -54,6 +56,16 @@ def rows(outs: list[Path], methods: list[str] | None) -> list[str]:
     return lines
 
 
+def paired_gain(outs: list[Path], base: str, method: str = "fusion") -> str:
+    """NDCG@100 of `method` over the same method in runs/BASE/<the same fold>/out, -1, in percent: mean (std)."""
+    gains = []
+    for o in outs:
+        ref = Path(o).parents[1].parent / base / Path(o).parent.name / "out"
+        gains.append(load(o)[0][method]["ndcg@100"] / load(ref)[0][method]["ndcg@100"] - 1)
+    sd = np.std(gains, ddof=1) if len(gains) > 1 else 0.0
+    return f"{100 * np.mean(gains):+.1f}% (±{100 * sd:.1f}%)"
+
+
 def compact(outs: list[Path], label: str) -> str:
     """`| label | R-prec | NDCG | Recall | cluster F1 | shown P@20 | kNN NDCG | model × kNN | fusion × kNN | train s |`,
     cells "model / fusion" (means over runs; a method the runs lack is "-")."""
@@ -90,8 +102,9 @@ def main() -> None:
     args = sys.argv[1:]
     outs = [Path(a) for a in args if not a.startswith("--")]
     label = next((a.split("=", 1)[1] for a in args if a.startswith("--row=")), None)
+    base = next((a.split("=", 1)[1] for a in args if a.startswith("--vs=")), None)
     if label is not None:
-        print(compact(outs, label))
+        print(compact(outs, label) + (f" {paired_gain(outs, base)} |" if base else ""))
         return
     if "--policies" in args:
         print("\n".join(policies(outs)))
