@@ -216,7 +216,8 @@ class TigerConfig:
 class RecommendConfig:
     """The recommender generate_playlist.py uses, and settings every recommender shares (playlist_gen.recommend)."""
 
-    method: str = opt("fusion", "model | fusion (model + title kNN) | popularity | title_knn | random_cluster",
+    method: str = opt("fusion", "model | fusion (model + title kNN + e5 kNN) | popularity | title_knn | e5_knn | "
+                                "random_cluster | cooccurrence | hstu",
                       choices=RECOMMENDERS)
     fusion: str = opt("product", "product (P_model^w * P_kNN^(1-w), each floored) | mixture (w P_model + (1-w) "
                                  "P_kNN)", choices=FUSIONS)
@@ -288,8 +289,8 @@ class GenerateConfig:
 class EvalConfig:
     """Stage 4, evaluate_tiger.py."""
 
-    methods: str = opt("model,fusion,popularity,title_knn,random_cluster", "recommenders compared in one run, on "
-                       "the same playlists (comma-separated)", each=RECOMMENDERS)
+    methods: str = opt("model,fusion,popularity,title_knn,e5_knn,random_cluster", "recommenders compared in one "
+                       "run, on the same playlists (comma-separated)", each=RECOMMENDERS)
     split: str = opt("test", "playlists scored", choices=EVAL_SPLITS)
     seed_songs: int = opt(0, "continuation: the first K songs of each playlist are given, scored on the rest", ge=0)
     title_only: bool = opt(False, "requests carry the title alone, as a person types it (no tags or other extra "

@@ -7,9 +7,10 @@ over recommenders and never branch on which one they hold. `load_recommenders` b
 - `model`: the trained T5. decoding `rank` (default) scores every cluster exactly, P(cluster | title) from the
   constrained decoder, and every song by P(cluster | title) * P(song | cluster); `beam` / `sample` generate a
   sequence of clusters and take one song per cluster, then the clusters' other songs.
-- `fusion`: the model's song distribution fused with title kNN's: by default a product of experts (the model
-  re-ranks kNN's candidates), or a mixture w * P_model + (1 - w) * P_kNN.
-- `popularity`, `title_knn`, `random_cluster`: the baselines, given the same normalised input text.
+- `fusion`: the model's song distribution fused with title kNN's (and e5 kNN's): by default a product of experts
+  (the model re-ranks kNN's candidates), or a mixture w * P_model + (1 - w) * P_kNN.
+- `popularity`, `title_knn`, `e5_knn`, `random_cluster`: the baselines, given the same normalised input text;
+  `cooccurrence` and `hstu` for seed songs.
 
 Songs are held as integer codes of the `Catalogue`; scores are probabilities where the method has them.
 """

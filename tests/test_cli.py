@@ -51,7 +51,7 @@ def test_evaluate_one_process_equals_two(pipeline, capsys):
     evaluate_tiger.main(pipeline + EVAL)
     one = json.loads(cfg.metrics_path.read_text())
     policies = one.pop("shown_policies")
-    assert set(one) == {"model", "fusion", "popularity", "title_knn", "random_cluster"}
+    assert set(one) == {"model", "fusion", "popularity", "title_knn", "e5_knn", "random_cluster"}
     assert set(policies) == {"diverse", "ranked", "sample", "cluster", "random", "popular", "weighted"}
     assert policies["ranked"]["shown_repeat"] == 1.0 and policies["random"]["shown_repeat"] < 1.0
     assert policies["ranked"]["shown_precision@20"] == pytest.approx(one["fusion"]["top_precision@20"])
