@@ -153,7 +153,7 @@ class PlaylistMaker:
 
         texts = self.catalogue.train_texts
         tagged = [t for t in texts if EXTRA_SEPARATOR in t]
-        if self.cfg.generate.extra_text.strip() or len(tagged) * 2 < len(texts):
+        if self.cfg.generate.extra_text.strip() or len(tagged) * 4 < len(texts):  # a quarter of them or more
             return ""
         return (f"note: the model was trained on titles with tags (e.g. {tagged[0]!r}); these playlists follow the "
                 "title alone: add --extra_text \"tags\" to give tags")

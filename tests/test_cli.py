@@ -109,6 +109,13 @@ def test_the_cli_prints_the_playlist_evaluation_scores(pipeline, tmp_path, pick)
         assert printed == scored and len(printed) == 6, title
 
 
+def test_the_cli_says_when_a_model_trained_on_tags_gets_none(pipeline):
+    maker = generate_playlist.PlaylistMaker(parse_config(pipeline))
+    assert maker.note.startswith("note: the model was trained on titles with tags")
+    tagged = generate_playlist.PlaylistMaker(parse_config(pipeline + ["--extra_text=happy"]))
+    assert tagged.note == ""
+
+
 def test_cli_starts_without_transformers(pipeline):
     """The start path imports torch, not transformers (its T5 import cost 6-7 s of a 3 s target)."""
     code = ("import sys, generate_playlist; generate_playlist.main(sys.argv[1:]); "
