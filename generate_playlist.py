@@ -105,16 +105,23 @@ SECTIONS = ("generate", "recommend")  # the config sections --help lists first
 
 def main(argv=None):
     from playlist_gen.io import PipelineError
+    from playlist_gen.text import invalid_utf8
 
     cfg, given = parse_overrides(argv, __doc__, SECTIONS)
     if "generate.title" in given and not cfg.generate.title.strip():
-        raise PipelineError("--title is blank: give a title, or leave --title out to type titles at a prompt")
+        print("error: --title is blank: give a title, or leave --title out to type titles at a prompt", file=sys.stderr)
+        raise SystemExit(2)  # a usage error, like every other bad option
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8 reach the check below
     if cfg.generate.title.strip():
         check_options(cfg)
         show(loaded(cfg), cfg.generate.title)
     elif not sys.stdin.isatty() and not cfg.generate.interactive:
         maker = None
-        for line in sys.stdin:
+        for number, line in enumerate(sys.stdin, 1):
+            bad = invalid_utf8(line)
+            if bad:
+                raise PipelineError(f"stdin line {number} is not valid UTF-8 ({bad}): pipe titles in UTF-8")
             if line.strip():
                 if maker is None:
                     check_options(cfg)

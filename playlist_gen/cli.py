@@ -18,6 +18,7 @@ from pathlib import Path
 from config import CROSS_CHECKS, DEVICES, Config
 
 from .io import PipelineError, atomic_write
+from .text import invalid_utf8, printable
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,12 @@ def _resolve(key: str, fields: dict, sections: tuple = ()) -> str:
         return (own or matches)[0]
     if matches:
         _usage_error(f"--{key} is ambiguous: use one of {', '.join('--' + m for m in matches)}")
-    _usage_error(f"unknown option --{key}; valid keys: {', '.join(sorted(fields))}")
+    import difflib
+
+    names = sorted({*fields, *(k.rsplit(".", 1)[-1] for k in fields)})
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join('--' + c for c in close)}? " if close else ""
+    _usage_error(f"unknown option --{key}; {hint}`--help` lists the valid keys")
 
 
 def _convert(key: str, raw: str, typ: type):
@@ -190,8 +196,11 @@ def parse_overrides(argv=None, description: str = "", sections: tuple = ()) -> t
         if arg in ("-h", "--help"):
             print(format_help(cfg, description, sections))
             raise SystemExit(0)
+        bad = invalid_utf8(arg)
+        if bad:
+            _usage_error(f"{printable(arg.partition('=')[0])} ... is not valid UTF-8 ({bad}): give it in UTF-8")
         if not arg.startswith("--") or len(arg) == 2:
-            _usage_error(f"unexpected argument {arg!r}: options look like --key=value (see --help)")
+            _usage_error(f"unexpected argument {printable(arg)!r}: options look like --key=value (see --help)")
         key, eq, raw = arg[2:].partition("=")
         key = _resolve(key, fields, sections)
         f = fields[key]

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from config import PICKS
 
+from .text import printable
+
 log = logging.getLogger(__name__)
 
 FEEDBACK_HELP = ("反馈 / feedback: +3 +7 喜欢第3、7首 (like: they seed the next playlist) · -5 跳过第5首 (skip: never "
@@ -82,7 +84,12 @@ class Session:
 
     def handle(self, line: str) -> str:
         """One line typed at the prompt -> what to print."""
+        from .text import invalid_utf8
+
         line = line.strip()
+        bad = invalid_utf8(line)
+        if bad:
+            return f"not valid UTF-8 ({bad}): type it again"
         feedback = parse_feedback(line)
         if feedback is not None:
             return self.feedback(feedback)
@@ -95,6 +102,8 @@ class Session:
             return "likes and lowered clusters forgotten (skipped songs stay out); type a title"
         if line.lower() in ("help", "?", "帮助"):
             return FEEDBACK_HELP
+        if re.match(r"^\s*(\+|-[\d\s,+-]*$)", line):  # `+abc`, `+1,2`, `-1,2`: feedback gone wrong, not a title
+            return f"{printable(line)!r} is not feedback: like or skip by number (+3 -5); {FEEDBACK_HELP}"
         return self.playlist(line)
 
     def playlist(self, title: str, more: bool = False) -> str:
@@ -181,7 +190,7 @@ class PlaylistMaker:
         return input_text(title, [self.cfg.generate.extra_text], self.normalize)
 
     def song_name(self, song: str) -> str:
-        return " - ".join(self.catalogue.index.name(song))
+        return printable(" - ".join(self.catalogue.index.name(song)))
 
     def playlist(self, title: str, seeds=(), exclude=frozenset(), demote=frozenset()) -> list[tuple[str, tuple | None]]:
         """(song_id, cluster) per song: the recommendation's songs as --pick shows them (playlist_gen.shown, the same
@@ -202,11 +211,11 @@ class PlaylistMaker:
 
     def format(self, title: str, songs: list[tuple[str, tuple | None]], start: int = 1, seeds=()) -> str:
         g, index = self.cfg.generate, self.catalogue.index
-        shown = title if len(title) <= 80 else title[:77] + "..."
+        shown = printable(title if len(title) <= 80 else title[:77] + "...")
         lines = [f"🎵 {shown}  ({len(songs)} songs; {self.cfg.recommend.method}, {g.mode}, pick={g.pick})"]
         reasons = self.reasons(title, songs, [*self.seeds, *seeds]) if g.explain else {}
         for j, (song, cluster) in enumerate(songs, start):
-            name, artist = index.name(song)
+            name, artist = map(printable, index.name(song))
             if cluster is None:
                 where = "no cluster: from similar playlists"
             else:
@@ -216,7 +225,7 @@ class PlaylistMaker:
             if g.explain:
                 lines.append(f"       why: {reasons[song]}")
                 if cluster is not None:
-                    others = [index.name(s) for s in index.cluster_songs[cluster] if s != song][:3]
+                    others = [map(printable, index.name(s)) for s in index.cluster_songs[cluster] if s != song][:3]
                     also = "; ".join(f"{n} - {a}" for n, a in others) or "no other songs"
                     lines.append(f"       also in its cluster: {also}")
         if len(songs) < g.num_songs:

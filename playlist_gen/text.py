@@ -45,3 +45,21 @@ def input_text(title: str, extras=(), normalize: bool = True) -> str:
         if part:
             text += EXTRA_SEPARATOR + part
     return text
+
+
+def invalid_utf8(text: str) -> str | None:
+    """What is wrong when `text` (an argument or a line of stdin, decoded with surrogateescape) held bytes that are
+    not UTF-8, e.g. "byte 0x80 at character 1"; None when it is valid."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as e:
+        byte = text[e.start].encode("utf-8", "surrogateescape")
+        return f"byte 0x{byte[0]:02x} at character {e.start + 1}"
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters (ANSI and OSC escapes, tabs, newlines) and undecodable bytes
+    written as escapes (\\x1b), so a title or a song name cannot move the cursor or retitle the window."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   if not 0xDC80 <= ord(c) <= 0xDCFF else f"\\x{ord(c) - 0xDC00:02x}" for c in text)

@@ -211,9 +211,50 @@ def fails(cmd, **kw):
 
 
 @pytest.mark.parametrize("title", ["   ", ""])
-def test_a_blank_title_is_one_error_not_a_prompt(pipeline, title):
-    err = fails([sys.executable, "generate_playlist.py", *pipeline, "--title", title], input="chill\n")
-    assert err == "error: --title is blank: give a title, or leave --title out to type titles at a prompt\n"
+def test_a_blank_title_is_one_usage_error_not_a_prompt(pipeline, title, capsys):
+    with pytest.raises(SystemExit) as e:
+        generate_playlist.main(pipeline + ["--title", title])
+    assert e.value.code == 2  # like every other bad option
+    assert capsys.readouterr().err == ("error: --title is blank: give a title, or leave --title out to type titles "
+                                       "at a prompt\n")
+
+
+@pytest.mark.parametrize("arg", ["--title=\udc80\udc80", "--extra_text=a\udc80", "--seed_songs=\udcff"])
+def test_arguments_that_are_not_utf8_are_one_usage_error(pipeline, arg, capsys):
+    with pytest.raises(SystemExit) as e:
+        generate_playlist.main(pipeline + [arg])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "is not valid UTF-8 (byte 0x" in err, err
+
+
+def test_stdin_that_is_not_utf8_is_one_error_naming_the_line(pipeline, monkeypatch):
+    import io
+
+    from playlist_gen.io import PipelineError
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\x80\x80\n"), encoding="utf-8"))
+    with pytest.raises(PipelineError, match=r"stdin line 1 is not valid UTF-8 \(byte 0x80"):
+        generate_playlist.main(pipeline)
+
+
+def test_control_characters_are_printed_escaped_and_feedback_typos_are_said(pipeline, capsys):
+    from playlist_gen.session import Session
+
+    generate_playlist.main(pipeline + ["--title=\x1b]0;pwned\x07 party", "--num_songs=2"])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b]0;pwned\\x07 party" in out
+    session = Session(generate_playlist.PlaylistMaker(parse_config(pipeline + ["--num_songs=2"])))
+    for typo in ("+abc", "+1,2", "-1,2"):
+        assert "is not feedback: like or skip by number" in session.handle(typo)
+    assert session.title is None  # no playlist was started
+    assert session.handle("\udc80x").startswith("not valid UTF-8 (byte 0x80")
+
+
+def test_an_unknown_option_names_the_closest_keys(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(["--tiger.lrr=0.1"])
+    err = capsys.readouterr().err
+    assert "did you mean --tiger.lr or" in err and len(err) < 200, err
 
 
 def test_piped_blank_lines_are_one_error(pipeline):
