@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from config import EvalConfig
 from playlist_gen import metrics, shown
 from playlist_gen.cli import parse_config, run_script, save_config
 from playlist_gen.io import PipelineError, atomic_write, write_json
@@ -174,6 +175,8 @@ def main(argv=None):
     from playlist_gen.recommend import load_recommenders
 
     methods = [m.strip() for m in cfg.eval.methods.split(",") if m.strip()]
+    if cfg.eval.seed_songs and "cooccurrence" not in methods and cfg.eval.methods == EvalConfig.methods:
+        methods.append("cooccurrence")  # with seed songs, the standard continuation baseline belongs in the table
     if {"model", "fusion"} & set(methods):
         require_model(cfg)
     reads = require_inputs(cfg, {"model", "fusion"} & set(methods))

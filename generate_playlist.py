@@ -36,7 +36,11 @@ def check_options(cfg) -> None:
     playlist. Option values were checked with the config."""
     from playlist_gen import manifest
     from playlist_gen.generation import require_model
+    from playlist_gen.io import PipelineError
 
+    if cfg.generate.explain and cfg.recommend.method == "random_cluster":
+        raise PipelineError("--explain needs a recommender that scores songs; random_cluster draws clusters at "
+                            "random: use another --recommend.method, or leave --explain out")
     reads = manifest.Reads(cfg, thorough=False)
     if cfg.recommend.method in ("model", "fusion"):
         require_model(cfg)

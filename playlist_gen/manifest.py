@@ -72,7 +72,24 @@ def load(cfg, product: str) -> dict | None:
     manifest = read_json(path, f"re-run `{COMMANDS[product]}`")
     if not isinstance(manifest, dict) or manifest.get("product") != product:
         raise PipelineError(f"{path}: not a manifest of {WHAT[product]}; re-run `{COMMANDS[product]}`")
+    if not well_formed(manifest):
+        raise PipelineError(f"{path}: a damaged manifest (keys missing or of the wrong type); re-run "
+                            f"`{COMMANDS[product]}`")
     return manifest
+
+
+def well_formed(manifest: dict) -> bool:
+    """The keys and types the checks read: an unfinished manifest's command and files being written; a complete
+    one's id, command, files (size, mtime, hash) and inputs (product, hash)."""
+    def records(d, keys):
+        return isinstance(d, dict) and all(isinstance(r, dict) and keys <= r.keys() for r in d.values())
+
+    if not manifest.get("complete"):
+        return isinstance(manifest.get("command"), str) and isinstance(manifest.get("writing", []), list)
+    return (isinstance(manifest.get("id"), str) and isinstance(manifest.get("command"), str)
+            and records(manifest.get("files"), {"size", "mtime_ns", "sha256"})
+            and records(manifest.get("inputs", {}), {"product", "sha256", "size"})
+            and isinstance(manifest.get("upstream", {}), dict))
 
 
 def remove_stray_temps(paths) -> None:

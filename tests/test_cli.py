@@ -335,3 +335,20 @@ def test_seed_songs_by_name_are_matched_said_and_left_out(pipeline):
     [songs] = _playlists(out)
     assert len(songs) == 4 and seed not in {s for _, s in songs}
     assert out.count("       why: ") == 4
+
+
+def test_explain_with_random_clusters_is_refused_before_loading(pipeline, monkeypatch):
+    from playlist_gen import session
+    from playlist_gen.io import PipelineError
+
+    monkeypatch.setattr(session.PlaylistMaker, "__init__", lambda *a: pytest.fail("loaded before the check"))
+    with pytest.raises(PipelineError, match="--explain needs a recommender that scores songs"):
+        generate_playlist.main(pipeline + ["--title=chill", "--explain", "--recommend.method=random_cluster"])
+
+
+def test_with_seed_songs_the_default_table_has_cooccurrence(pipeline, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(config_for(pipeline).output_dir, out)
+    args = [a for a in pipeline if not a.startswith("--output_dir")] + [f"--output_dir={out}"]
+    evaluate_tiger.main(args + EVAL + ["--eval.seed_songs=1", "--eval.shown_policies=ranked"])
+    assert "cooccurrence" in json.loads((out / "metrics.json").read_text())

@@ -243,3 +243,15 @@ def test_make_demo_keeps_to_demo_and_make_clean_spares_user_folders(tmp_path):
         assert "--data_dir=demo/data --output_dir=demo/outputs --model_dir=demo/models" in line, line
     removed = " ".join(line for line in dry_run("clean") if line.startswith("rm "))
     assert "demo" in removed.split() and not {"data", "outputs", "models"} & set(removed.split())
+
+
+@pytest.mark.parametrize("damage", [lambda m: m.pop("files"), lambda m: m["files"].clear() or m["files"].update(x=1),
+                                    lambda m: m.pop("id"), lambda m: m["inputs"].update(x={"product": "data"})])
+def test_a_manifest_with_missing_keys_is_named_not_a_traceback(world, damage):
+    root, args = world
+    cfg = parse_config(args)
+    path = cfg.manifest_path("corpus")
+    m = json.loads(path.read_text())
+    damage(m)
+    path.write_text(json.dumps(m))
+    refused(train_tiger.main, args + TINY, f"{path}: a damaged manifest (keys missing or of the wrong type); re-run")
