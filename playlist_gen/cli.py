@@ -114,6 +114,8 @@ def _problem(value, meta: dict) -> str | None:
     kind = meta.get("kind")
     if kind == "nonblank" and not value.strip():
         return "must not be empty"
+    if kind == "folder" and not value.strip():
+        return "is empty (it would mean the current folder); give a folder"
     if kind == "folder" and Path(value).exists() and not Path(value).is_dir():
         return "is a file; give a folder"
     if kind == "widths" and not all(p.strip().isdigit() and int(p) > 0 for p in value.split(",")):

@@ -31,11 +31,17 @@ def test_bool_values():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--rqkmeans.vocab_sise=3"], "valid keys"),
+    (["--rqkmeans.vocab_sise=3"], "did you mean --rqkmeans.vocab_size"),
     (["--rqkmeans.vocab_size=big"], "type int"),
     (["--levels=3"], "ambiguous"),
     (["--rqkmeans.normalize=maybe"], "type bool"),
     (["positional"], "--key=value"),
+    (["--data_dir="], "is empty (it would mean the current folder)"),
+    (["--output_dir= "], "is empty"),
+    (["--rqkmeans.levels=50"], "<= 26"),
+    (["--tiger.batch_size=100000000000000000000"], "<= 1048576"),
+    (["--generate.temperature=1e-300"], ">= 0.01"),
+    (["--demo.n_artists=100000", "--demo.n_songs=50"], "n_artists <= n_songs"),
 ])
 def test_bad_overrides_exit_2(args, needle, capsys):
     with pytest.raises(SystemExit) as e:
