@@ -7,11 +7,13 @@ the corpus and semantic IDs it was trained on), the loss curve and train_summary
 train_tiger.py`; several: `torchrun --nproc_per_node=N train_tiger.py` (GPUs, or CPU processes with gloo).
 """
 
+import contextlib
 import logging
+import os
 import time
 
 from playlist_gen.cli import parse_config, run_script, save_config
-from playlist_gen.io import PipelineError
+from playlist_gen.io import PipelineError, exclusive
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,12 @@ SECTIONS = ("tiger",)  # the config sections --help lists first
 
 def main(argv=None):
     cfg = parse_config(argv, __doc__, SECTIONS)
+    first = os.environ.get("RANK", "0") == "0"  # under torchrun the first process holds the folder for all
+    with exclusive(cfg.model_dir, "train_tiger.py") if first else contextlib.nullcontext():
+        train(cfg)
+
+
+def train(cfg) -> None:
     import pandas as pd
     from transformers import set_seed
 

@@ -74,3 +74,28 @@ def read_json(path, made_by: str):
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PipelineError(f"{path}: not valid JSON ({e}); {made_by}") from None
+
+
+@contextlib.contextmanager
+def exclusive(folder, who: str):
+    """Hold `folder` for one run of `who` (an flock on folder/.lock, which the kernel releases when the process
+    ends, `kill -9` included): a second run on the same folder is refused while the first holds it."""
+    import fcntl
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with open(Path(folder) / ".lock", "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise PipelineError(f"{folder} is in use by {who} ({holder}); wait for it to finish, or give another "
+                                "folder") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{who}, pid {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -311,3 +311,23 @@ def test_extra_dropout_trains_some_examples_on_the_title_alone():
     assert inputs == [ex[i]["input_ids"] for i in range(len(ex))]  # seeded per example: the same on resume
     kept = training.TargetExamples(full, targets, "tuples", eos=0, seed=3, title_ids=title, extra_dropout=0.0)
     assert all(kept[i]["input_ids"] == full[0] for i in range(len(kept)))
+
+
+def test_a_second_training_on_the_same_model_dir_is_refused_and_kill_9_frees_it(corpus_world, tmp_path):
+    import signal
+    import time
+
+    from playlist_gen.io import exclusive
+
+    models = next(a.split("=", 1)[1] for a in corpus_world if a.startswith("--model_dir="))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from playlist_gen.io import exclusive\n"
+                               f"with exclusive({models!r}, 'train_tiger.py'):\n print('held', flush=True); "
+                               "time.sleep(60)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(PipelineError, match=f"{models} is in use by train_tiger.py \\(train_tiger.py, pid "):
+        train_tiger.main(corpus_world + ["--tiger.max_steps=1"])
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    time.sleep(0.1)
+    with exclusive(models, "train_tiger.py"):  # nothing stuck after kill -9
+        pass
