@@ -48,7 +48,7 @@ def train(cfg) -> None:
     if not is_main:
         logging.getLogger().setLevel(logging.WARNING)
     semantic = semantic_tokens(corpus_meta)
-    fp = training.fingerprint(tc, corpus_meta, trained_on)
+    fp = training.fingerprint(tc, corpus_meta, trained_on, cfg.seed)
     tok, last = training.shared_tokenizer(cfg, args, list(train_df["title"]), semantic, fp)
     set_seed(cfg.seed)  # same initial weights on every rank
     model = build_model(tc, tok)

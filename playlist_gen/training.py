@@ -191,11 +191,26 @@ def token_loss(model, features: TargetExamples, collator, batch_size: int) -> fl
     return total / max(n, 1)
 
 
-def fingerprint(tc, corpus_meta: dict, trained_on: dict | None = None) -> dict:
+RUN_FIELDS = ("lr", "lr_scheduler", "weight_decay", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_clip",
+              "dropout", "eval_steps", "save_steps", "early_stopping_patience", "precision")  # the schedule and steps
+
+
+def fingerprint(tc, corpus_meta: dict, trained_on: dict | None = None, seed: int | None = None) -> dict:
     """What checkpoints must share with the current run to be resumed: the corpus (its manifest id, so a corpus
-    rebuilt from new semantic IDs of the same sizes counts as another one) and the model's shape."""
+    rebuilt from new semantic IDs of the same sizes counts as another one), the model's shape, the options that
+    shape the run (learning rate, schedule, batch size...) and the seed: a resume continues the same run, so what
+    train_summary.json and the saved config record is what ran."""
     corpus_hash = hashlib.sha256(json.dumps(corpus_meta, sort_keys=True).encode()).hexdigest()[:16]
-    return {"corpus": corpus_hash, **(trained_on or {}), **{k: getattr(tc, k) for k in ARCH_FIELDS}}
+    return {"corpus": corpus_hash, **(trained_on or {}), **{k: getattr(tc, k) for k in ARCH_FIELDS + RUN_FIELDS},
+            "seed": seed}
+
+
+def differences(old: dict, new: dict) -> str:
+    """`tiger.lr 0.002 -> 0.02, seed 42 -> 7`: the options two fingerprints disagree on (corpus and IDs by name)."""
+    keys = [k for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
+    names = {"corpus": "the corpus", "semantic_ids": "the semantic IDs", "seed": "seed"}
+    return ", ".join(names.get(k, f"tiger.{k}") + ("" if k in ("corpus", "semantic_ids") else
+                                                    f" {old.get(k, 'unset')} -> {new.get(k)}") for k in keys)
 
 
 def complete_checkpoint(ckpt_dir) -> Path | None:
@@ -238,8 +253,9 @@ def prepare_checkpoint_dir(ckpt_dir, fp: dict, resume: bool) -> Path | None:
     old = read_json(info_path, "delete it and train again") if info_path.exists() else None
     last = complete_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
     if resume and last is not None and old != fp:
-        raise PipelineError(f"{ckpt_dir} holds checkpoints of a different corpus or model config; pass "
-                            "--tiger.resume=false to start over (it deletes them)")
+        raise PipelineError(f"{ckpt_dir} holds checkpoints of another run ({differences(old or {}, fp)}): re-run "
+                            "with that run's options to resume it, or pass --tiger.resume=false to start over (it "
+                            "deletes them)")
     if old is not None and (not resume or old != fp):
         clear_checkpoints(ckpt_dir)
         last = None

@@ -161,7 +161,7 @@ def test_checkpoint_folder_resumes_only_complete_matching_checkpoints(tmp_path):
     (ckpt / training.RUN_INFO).write_text(json.dumps(fp))
     assert training.prepare_checkpoint_dir(ckpt, fp, resume=True) == ckpt / "checkpoint-10"
     assert not (ckpt / "checkpoint-15").exists()  # killed while saving
-    with pytest.raises(PipelineError, match="different corpus or model config"):
+    with pytest.raises(PipelineError, match=r"checkpoints of another run \(tiger.d_model 32 -> 64\): re-run with"):
         training.prepare_checkpoint_dir(ckpt, {**fp, "d_model": 64}, resume=True)
     assert training.prepare_checkpoint_dir(ckpt, {**fp, "d_model": 64}, resume=False) is None
     assert list(ckpt.iterdir()) == [ckpt / training.RUN_INFO]
@@ -190,6 +190,19 @@ def interrupt_after_checkpoint(monkeypatch, step: int | None = None):
     make_trainer = training.make_trainer
     monkeypatch.setattr(training, "make_trainer", interrupted)
     return make_trainer
+
+
+def test_a_resume_with_other_run_options_is_refused_naming_them(corpus_world, monkeypatch):
+    """Issue 16: a resume with --tiger.lr=0.02 --tiger.batch_size=16 --seed=7 continued the old schedule while the
+    saved config recorded the new options."""
+    argv = corpus_world + TINY + ["--tiger.max_steps=12", "--tiger.eval_steps=4", "--tiger.save_steps=4"]
+    make_trainer = interrupt_after_checkpoint(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train_tiger.main(argv)
+    monkeypatch.setattr(training, "make_trainer", make_trainer)
+    with pytest.raises(PipelineError, match=r"another run \(tiger.lr 0.002 -> 0.02, tiger.batch_size 16 -> 8, "
+                                            r"seed 42 -> 7\): .* --tiger.resume=false"):
+        train_tiger.main(argv + ["--tiger.lr=0.02", "--tiger.batch_size=8", "--seed=7"])
 
 
 def test_interrupted_training_resumes_from_last_checkpoint(corpus_world, monkeypatch):
