@@ -52,7 +52,7 @@ def main(argv=None):
         residual_kmeans,
         save_codebooks,
     )
-    from playlist_gen.semantic_ids import output_files, save_outputs
+    from playlist_gen.semantic_ids import check_not_collapsed, output_files, save_outputs
 
     rq_cfg = cfg.rqkmeans
     if rq_cfg.assign_only:
@@ -60,10 +60,12 @@ def main(argv=None):
         return
     t0 = time.perf_counter()
     reads = manifest.Reads(cfg)
-    song_ids, X = load_song_vectors(manifest.require_vectors(reads))
+    vectors_path = manifest.require_vectors(reads)
+    song_ids, X = load_song_vectors(vectors_path)
     sizes = codebook_sizes(rq_cfg.levels, rq_cfg.vocab_size, len(song_ids))
     kmeans = make_kmeans(rq_cfg.backend, seed=cfg.seed, device=rq_cfg.device)
     rq = residual_kmeans(l2_normalize(X) if rq_cfg.normalize else X, sizes, kmeans, rq_cfg.n_iter)
+    check_not_collapsed(rq.codes, rq.codebook_sizes, vectors_path, X.shape[1])
     meta = {"method": METHOD, "levels": rq_cfg.levels, "codebook_sizes": rq.codebook_sizes, "dim": X.shape[1],
             "normalize": rq_cfg.normalize, "n_songs": len(song_ids), "vocab_size_requested": rq_cfg.vocab_size,
             "backend": kmeans.name, "device": str(getattr(kmeans, "device", "faiss")), "n_iter": rq_cfg.n_iter,

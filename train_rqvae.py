@@ -55,7 +55,7 @@ def main(argv=None):
     from playlist_gen.data import load_song_vectors
     from playlist_gen.kmeans import CODEBOOKS_FILE, codebook_sizes, l2_normalize, save_codebooks
     from playlist_gen.rqvae import CHECKPOINT_FILE, save_checkpoint, train_rqvae
-    from playlist_gen.semantic_ids import output_files, save_outputs
+    from playlist_gen.semantic_ids import check_not_collapsed, output_files, save_outputs
 
     rq_cfg = cfg.rqvae
     if rq_cfg.assign_only:
@@ -63,9 +63,11 @@ def main(argv=None):
         return
     t0 = time.perf_counter()
     reads = manifest.Reads(cfg)
-    song_ids, X = load_song_vectors(manifest.require_vectors(reads))
+    vectors_path = manifest.require_vectors(reads)
+    song_ids, X = load_song_vectors(vectors_path)
     sizes = codebook_sizes(rq_cfg.levels, rq_cfg.vocab_size, len(song_ids))
     result = train_rqvae(l2_normalize(X) if rq_cfg.normalize else X, rq_cfg, sizes, seed=cfg.seed)
+    check_not_collapsed(result.codes, sizes, vectors_path, X.shape[1])
     meta = {"method": METHOD, "levels": rq_cfg.levels, "codebook_sizes": sizes, "dim": X.shape[1],
             "latent_dim": rq_cfg.latent_dim, "normalize": rq_cfg.normalize, "n_songs": len(song_ids),
             "vocab_size_requested": rq_cfg.vocab_size, "device": result.device, "seed": cfg.seed,

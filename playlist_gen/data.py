@@ -333,6 +333,10 @@ def load_song_vectors(path, made_by: str = MADE_BY) -> tuple[list[str], np.ndarr
         _scan_vectors(path, len(header))  # names the exact problem on that row
         raise PipelineError(f"{path}, line {first + 2}: an empty id, a duplicate id or a non-finite value; "
                             "fix or drop that row")
+    zero = np.flatnonzero(~X.any(axis=1))
+    if len(zero):  # no direction: every such song would land in one arbitrary cluster
+        raise PipelineError(f"{path}, line {zero[0] + 2}: song {ids.iloc[zero[0]]!r} has an all-zero vector "
+                            f"({len(zero):,} songs do); give them vectors or drop their rows")
     log.info("loaded %s song vectors of dimension %d from %s", f"{len(ids):,}", X.shape[1], path)
     return ids.tolist(), X
 

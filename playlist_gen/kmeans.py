@@ -79,8 +79,9 @@ def shard_workers(work: int):
 
 def l2_normalize(X: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
+    X = np.asarray(X, dtype=np.float64)  # float32 squares overflow beyond ~1e19 (vectors near 1e30 are valid float32)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return (X / np.maximum(norms, 1e-12)).astype(np.float32)
+    return (X / np.maximum(norms, 1e-300)).astype(np.float32)
 
 
 def _row_keys(X: np.ndarray) -> np.ndarray:

@@ -135,3 +135,17 @@ def save_outputs(cfg, method: str, song_ids, codes, meta: dict) -> Path:
     write_semantic_ids(cfg.semantic_ids_path, song_ids, codes)
     write_json(cfg.semantic_meta_path, meta)
     return base
+
+
+def check_not_collapsed(codes: np.ndarray, sizes, vectors_path, dim: int) -> None:
+    """Refuse IDs that say nothing: when the songs fall into a handful of tuples, or one tuple holds most of them
+    (vectors of one dimension normalise to +-1; huge or constant vectors leave one direction), every later stage
+    would run on a degenerate catalogue."""
+    n = len(codes)
+    _, counts = np.unique(codes, axis=0, return_counts=True) if n else (None, np.array([0]))
+    floor = max(2, 0.02 * min(n, int(np.prod(sizes))))
+    if n >= 20 and (len(counts) < floor or counts.max() > 0.5 * n):
+        raise PipelineError(f"the semantic IDs collapsed: {n:,} songs got {len(counts):,} distinct IDs, the largest "
+                            f"holding {counts.max() / n:.0%} of them; check {vectors_path} (its {dim} dimension(s), "
+                            "scale, near-identical rows), or --rqkmeans.normalize=false for vectors whose length "
+                            "matters")

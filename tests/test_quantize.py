@@ -173,3 +173,44 @@ def test_missing_vectors_says_run_prepare_data(tmp_path):
     for script in (train_rq_kmeans, train_rqvae):
         with pytest.raises(PipelineError, match="prepare_data.py"):
             script.main(args(tmp_path))
+
+
+def write_vectors(root, X):
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["mixsongid," + ",".join(f"v{j}" for j in range(X.shape[1]))]
+    lines += [f"{i:04d}," + ",".join(f"{v:.6g}" for v in row) for i, row in enumerate(X)]
+    (root / "song_vectors.csv").write_text("\n".join(lines) + "\n")
+    manifest.adopt(Config(data_dir=str(root)))
+
+
+def test_vectors_near_float32_max_are_normalised_without_overflow(tmp_path):
+    import train_rq_kmeans
+
+    X = clustered(n=300, d=8, centers=12, noise=0.2, seed=0)
+    write_vectors(tmp_path / "data", X * 1e30)  # inside float32; their squares are not
+    train_rq_kmeans.main(args(tmp_path) + ["--rqkmeans.vocab_size=8"])
+    rows = read_jsonl(tmp_path / "out" / "song_semantic_ids.jsonl")
+    assert len({tuple(r["semantic_ids"]) for r in rows}) > 20  # not all (0, 0)
+
+
+@pytest.mark.parametrize("case", ["one_dimension", "constant"])
+def test_collapsed_ids_stop_stage_1(tmp_path, case):
+    import train_rq_kmeans
+    import train_rqvae
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 1)) if case == "one_dimension" else np.ones((300, 4)) + 1e-7 * rng.normal(size=(300, 4))
+    write_vectors(tmp_path / "data", X)
+    for script in (train_rq_kmeans, train_rqvae):
+        with pytest.raises(PipelineError, match="the semantic IDs collapsed: 300 songs got"):
+            script.main(args(tmp_path) + ["--rqkmeans.vocab_size=16", "--rqvae.vocab_size=16", "--rqvae.epochs=2"])
+
+
+def test_all_zero_vectors_are_named(tmp_path):
+    import train_rq_kmeans
+
+    X = clustered(n=50, d=4, centers=3, noise=0.2, seed=0)
+    X[7] = 0
+    write_vectors(tmp_path / "data", X)
+    with pytest.raises(PipelineError, match=r"song_vectors.csv, line 9: song '0007' has an all-zero vector \(1 songs"):
+        train_rq_kmeans.main(args(tmp_path))
