@@ -225,13 +225,23 @@ def load_playlists(cfg) -> Playlists:
     songs = _known_playlists_only(songs[["playlist_id", "song_id"]], info["playlist_id"], cfg)
 
     song_info = load_song_info(cfg)
-    unnamed = int((~songs["song_id"].cat.categories.isin(song_info["song_id"])).sum())  # every category is used
+    categories = songs["song_id"].cat.categories  # every category is used
+    named = categories.isin(song_info["song_id"])
+    unnamed = int((~named).sum())
+    if unnamed and unnamed > NAMES_SHARE_STOP * len(categories):  # as for given vectors: ids that do not match
+        raise PipelineError(f"{cfg.song_info_path}: {unnamed / len(categories):.0%} of the {len(categories):,} "
+                            f"playlist songs have no row (songs such as {categories[~named][:3].tolist()}; its ids "
+                            f"are such as {song_info['song_id'][:3].tolist()}); song ids are compared as text, so "
+                            "`000001` is not `1`: make the ids match")
     if unnamed:
         log.warning("%s distinct playlist songs have no row in %s; shown as 'unknown'",
                     f"{unnamed:,}", cfg.song_info_path.name)
     log.info("loaded %s playlists, %s playlist entries, %s songs with names",
              f"{len(info):,}", f"{len(songs):,}", f"{len(song_info):,}")
     return Playlists(info=info, songs=songs, song_info=song_info)
+
+
+NAMES_SHARE_STOP = 0.9  # playlist songs without a row in the song info: stop (as prepare_data.py's GIVEN_SHARE_STOP)
 
 
 def load_song_info(cfg) -> pd.DataFrame:

@@ -222,3 +222,10 @@ def test_a_column_that_is_no_dimension_is_named(tmp_path, header, needle):
 def test_dimension_columns_of_one_kind_are_accepted(tmp_path, header):
     cfg = write_files(tmp_path, **{"song_vectors.csv": header + "\n0001,1,2,3\n"})
     assert load_song_vectors(cfg.song_vectors_path)[1].shape == (1, 3)
+
+
+def test_song_info_ids_that_match_no_playlist_song_stop_like_vector_ids(tmp_path):
+    cfg = write_files(tmp_path, **{"gen_song_info.csv": "mixsongid,songname,singername\n1,a,b\n2,c,d\n3,e,f\n"})
+    with pytest.raises(PipelineError, match=r"gen_song_info.csv: 100% of the 3 playlist songs have no row .* `000001` "
+                                            r"is not `1`"):
+        load_playlists(cfg)
