@@ -105,6 +105,15 @@ def _empty_rows(column: pd.Series) -> np.ndarray:
     return np.flatnonzero(np.isin(codes, blank) | (codes < 0))
 
 
+def _multiline_rows(column: pd.Series) -> np.ndarray:
+    """Rows whose cell holds a line break (a quoted field over two lines: an unbalanced quote swallows the rows
+    after it); a categorical column is checked once per distinct value."""
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        return np.flatnonzero([("\n" in v or "\r" in v) for v in column.to_numpy(dtype=object)])
+    broken = np.flatnonzero([("\n" in v or "\r" in v) for v in column.cat.categories.tolist()])
+    return np.flatnonzero(np.isin(column.cat.codes.to_numpy(), broken)) if len(broken) else broken
+
+
 # Rows per read of a categorical CSV. Each chunk converts its distinct values again, so larger is faster (1M MPD
 # playlists, 62M rows: 4M-row chunks 192 s CPU, 16M 114 s, one read 81 s but 4.2 GiB); 32M caps the parser's memory.
 CHUNK_ROWS = 32_000_000
@@ -180,6 +189,11 @@ def read_csv_strings(path: Path, required: dict[str, str], categorical: bool = F
         empty = _empty_rows(df[col])
         if len(empty):
             raise PipelineError(f"{path}, line {line_of_row(path, empty[0])}: empty {col!r}; every row needs one")
+    broken = min((rows[0] for rows in map(_multiline_rows, (df[c] for c in df.columns)) if len(rows)), default=None)
+    if broken is not None:
+        raise PipelineError(f"{path}, line {line_of_row(path, broken)}: a quoted field runs over a line break (an "
+                            "unbalanced quote swallows the rows after it); close the quote, or keep each field on "
+                            "one line")
     return df
 
 

@@ -82,13 +82,24 @@ def test_bad_playlist_files_name_file_and_line(tmp_path, name, text, needle):
         load_playlists(cfg)
 
 
-def test_line_numbers_count_quoted_line_breaks_and_blank_lines(tmp_path):
-    info = 'glid,listname\n1,"two\nlines"\n\n2,ok\n1,dup\n'
+def test_line_numbers_count_blank_lines_and_a_quoted_line_break_is_an_error(tmp_path):
+    info = 'glid,listname\n1,one\n\n2,ok\n1,dup\n'
     cfg = write_files(tmp_path, **{"gen_playlist_info.csv": info})
-    with pytest.raises(PipelineError, match=r"gen_playlist_info.csv, line 6: duplicate glid '1'"):
+    with pytest.raises(PipelineError, match=r"gen_playlist_info.csv, line 5: duplicate glid '1'"):
         load_playlists(cfg)
     cfg = write_files(tmp_path, **{"gen_playlist_info.csv": info.replace("1,dup", "3,a,b")})
-    with pytest.raises(PipelineError, match=r"gen_playlist_info.csv, line 6: 3 fields where the header has 2"):
+    with pytest.raises(PipelineError, match=r"gen_playlist_info.csv, line 5: 3 fields where the header has 2"):
+        load_playlists(cfg)
+    cfg = write_files(tmp_path, **{"gen_playlist_info.csv": 'glid,listname\n1,"two\nlines"\n\n2,ok\n'})
+    with pytest.raises(PipelineError, match=r"gen_playlist_info.csv, line 2: a quoted field runs over a line break"):
+        load_playlists(cfg)
+
+
+def test_an_unbalanced_quote_that_swallows_a_row_names_its_line(tmp_path):
+    """Issue 16: `049,"broken title,happy,happy/*` swallowed the next row into its title, exit 0."""
+    info = 'glid,listname,tags\n048,fine,a\n049,"broken title,happy,happy/*\n050,next",b\n051,ok,c\n'
+    cfg = write_files(tmp_path, **{"gen_playlist_info.csv": info})
+    with pytest.raises(PipelineError, match=r"gen_playlist_info.csv, line 3: a quoted field runs over a line break"):
         load_playlists(cfg)
 
 
