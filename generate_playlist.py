@@ -98,9 +98,10 @@ def show(maker: PlaylistMaker, title: str) -> None:
 def loaded(cfg) -> PlaylistMaker:
     """The maker, after printing what each --seed_songs entry matched."""
     maker = PlaylistMaker(cfg)
-    for line in (maker.note, maker.matched):
-        if line:
-            print(line)
+    if maker.note:
+        print(maker.note, file=sys.stderr)  # advice, not a playlist: stdout stays playlists only
+    if maker.matched:
+        print(maker.matched)
     return maker
 
 

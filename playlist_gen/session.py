@@ -164,8 +164,8 @@ class PlaylistMaker:
         tagged = [t for t in texts if EXTRA_SEPARATOR in t]
         if self.cfg.generate.extra_text.strip() or len(tagged) * 4 < len(texts):  # a quarter of them or more
             return ""
-        return (f"note: the model was trained on titles with tags (e.g. {tagged[0]!r}); these playlists follow the "
-                "title alone: add --extra_text \"tags\" to give tags")
+        return ("note: the model was trained on titles with tags; these playlists follow the title alone (give tags "
+                "with --extra_text)")
 
     def seed_songs(self, text: str) -> tuple[list[str], str]:
         """--seed_songs resolved to catalogue songs, and a line per given song saying what it matched."""

@@ -79,7 +79,7 @@ def test_script_unknown_key_exits_2():
     (["--tiger.lr_scheduler=nope"], "--tiger.lr_scheduler='nope': choose one of linear | cosine"),
     (["--eval.k=0"], "--eval.k=0: must be >= 1"),
     (["--generate.num_beams=0"], "--generate.num_beams=0: must be >= 1"),
-    (["--mode=sample", "--temperature=0"], "--generate.temperature=0.0: must be > 0"),
+    (["--mode=sample", "--temperature=0"], "--generate.temperature=0.0: must be >= 0.01"),
     (["--seed=-1"], "--seed=-1: must be >= 0"),
     (["--tiger.epochs=0"], "--tiger.epochs=0.0: must be > 0"),
     (["--eval.methods=model,nope"], "--eval.methods='model,nope': give a comma-separated list of model | fusion"),

@@ -26,8 +26,14 @@ def test_every_stage_on_demo_data_beats_the_baselines(tmp_path):
     train_tiger.main(args + MODEL)
     evaluate_tiger.main(args + ["--generate.cpu_threads=1"])
     table = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    policies = table.pop("shown_policies")
     ndcg = {method: scores["ndcg@100"] for method, scores in table.items()}
     assert table["model"]["playlists"] >= 100
     assert ndcg["model"] >= 0.6, ndcg  # measured 0.76 (title kNN 0.71, popularity 0.18, random clusters 0.06)
     assert ndcg["model"] > 2 * ndcg["popularity"] and ndcg["model"] > 5 * ndcg["random_cluster"], ndcg
     assert ndcg["fusion"] > ndcg["title_knn"], ndcg
+    # what a person is shown (the CLI's --pick, 20 songs) keeps the ranking's precision, and is not the same twice
+    shown = {method: scores["shown_precision@20"] for method, scores in table.items()}
+    assert shown["fusion"] >= 0.7 * table["fusion"]["top_precision@20"], (shown, table["fusion"])  # measured 0.78
+    assert shown["fusion"] > 2 * table["popularity"]["top_precision@20"], shown
+    assert policies["sample"]["shown_repeat"] < 1 and policies["random"]["shown_precision@20"] < shown["fusion"]

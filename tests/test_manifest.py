@@ -82,7 +82,7 @@ def test_new_semantic_ids_after_training_stop_every_later_stage(world):
     prepare_corpus.main(args)
     refused(evaluate_tiger.main, args + EVAL, "re-run `python train_tiger.py`")
     refused(generate_playlist.main, args + ["--title=chill"], "re-run `python train_tiger.py`")
-    refused(train_tiger.main, args + TINY, "checkpoints of a different corpus")  # never resumed on the new one
+    refused(train_tiger.main, args + TINY, "checkpoints of another run (the corpus, the semantic IDs)")  # not resumed
     train_tiger.main(args + TINY + ["--tiger.resume=false"])
     summary = json.loads(parse_config(args).train_summary_path.read_text())
     assert summary["resumed_from_step"] is None
