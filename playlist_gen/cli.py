@@ -132,8 +132,16 @@ def _problem(value, meta: dict) -> str | None:
                 resolve_device(value)
             except PipelineError as e:
                 return str(e)
-    if kind == "model" and value != "scratch" and not Path(value).is_dir():
-        return "use scratch or a local folder with a pretrained T5 (nothing is downloaded)"
+    if kind == "model" and value != "scratch":
+        if not Path(value).is_dir():
+            return "use scratch or a local folder with a pretrained T5 (nothing is downloaded)"
+        try:
+            model_type = json.loads((Path(value) / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            model_type = None
+        if model_type not in ("t5", "mt5", "umt5"):
+            return (f"is not a T5 model folder (its config.json says model_type {model_type!r}); give a folder with "
+                    "a pretrained T5, or scratch")
     return None
 
 

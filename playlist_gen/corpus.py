@@ -266,7 +266,15 @@ def split_labels(keys: pd.Series, how: str, val_fraction: float, test_fraction: 
         ordered[rest[rest_before < val_fraction * n]] = "val"
     else:
         test_end, val_end = test_fraction * n, (test_fraction + val_fraction) * n
-        ordered = np.where(before < test_end, "test", np.where(before < val_end, "val", "train"))
+        ordered = np.where(before < test_end, "test", np.where(before < val_end, "val", "train")).astype(object)
+    for split, fraction in (("test", 0 if folds else test_fraction), ("val", val_fraction)):
+        train = np.flatnonzero(ordered == "train")
+        if fraction > 0 and not (ordered == split).any() and len(train) > 1:
+            # a large title group ("chill") jumped over this split's share: the next group fills it
+            log.warning("the %s split got no title group (the largest, %r, holds %.1f%% of the playlists); it takes "
+                        "the next group, %s playlists", split, str(groups[np.argmax(sizes)]),
+                        100 * sizes.max() / max(n, 1), f"{sizes[perm][train[0]]:,}")
+            ordered[train[0]] = split
     group_label = np.empty(len(groups), dtype=object)
     group_label[perm] = ordered
     return group_label[inverse] if len(groups) else np.array([], dtype=object)

@@ -42,6 +42,7 @@ def test_bool_values():
     (["--tiger.batch_size=100000000000000000000"], "<= 1048576"),
     (["--generate.temperature=1e-300"], ">= 0.01"),
     (["--demo.n_artists=100000", "--demo.n_songs=50"], "n_artists <= n_songs"),
+    (["--tiger.model_name=tests"], "is not a T5 model folder (its config.json says model_type None)"),
 ])
 def test_bad_overrides_exit_2(args, needle, capsys):
     with pytest.raises(SystemExit) as e:

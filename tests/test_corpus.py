@@ -297,3 +297,12 @@ def test_write_split_writes_what_the_csv_module_writes(tmp_path_factory, rows):
         writer.writerow(corpus.COLUMNS)
         writer.writerows(rows)
     assert path.read_bytes() == open(f.name, "rb").read()
+
+
+def test_a_huge_title_group_never_leaves_a_split_empty(caplog):
+    """Issue 16: 200 playlists titled "chill" (every 12th of 2,400) formed one group that jumped over validation."""
+    keys = pd.Series(["chill" if i % 12 == 0 else f"t{i}" for i in range(2400)])
+    for seed in range(40):
+        labels = corpus.split_labels(keys, "grouped", 0.05, 0.1, seed)
+        assert all((labels == s).any() for s in ("train", "val", "test")), seed
+        assert len(set(labels[keys == "chill"])) == 1  # the group stays whole
