@@ -120,20 +120,30 @@ class TitleKNN(Recommender):
     name = "title_knn"
 
     def __init__(self, catalogue: Catalogue, neighbors: int = 50, text: str = "input", members=None):
-        from .tfidf import CharTfidf
-
         if text not in KNN_TEXTS:
             raise PipelineError(f"--recommend.knn_text={text!r}: use one of {', '.join(KNN_TEXTS)}")
         self.catalogue, self.neighbors, self.text = catalogue, neighbors, text
-        texts = [self._text(t) for t in catalogue.train_texts]
+        self.members = playlist_members(catalogue) if members is None else members
+        self.fit([self._text(t) for t in catalogue.train_texts])
+
+    def fit(self, texts: list[str]) -> None:
+        from .tfidf import CharTfidf
+
         self.tfidf = CharTfidf().fit(texts)
         self.X = self.tfidf.transform(texts).T.tocsr()
-        self.members = playlist_members(catalogue) if members is None else members
+
+    def similarities(self, texts: list[str]) -> np.ndarray:
+        """(texts, training playlists) similarity of each text to each training playlist's text."""
+        return (self.tfidf.transform(texts) @ self.X).toarray()
+
+    def weight(self, sims: np.ndarray) -> np.ndarray:
+        """A neighbour's vote from its similarity: the cosine itself (negatives as 0)."""
+        return np.maximum(sims, 0)
 
     def votes(self, requests) -> np.ndarray:
-        """(requests, songs) summed similarity of the nearest training playlists holding each song."""
-        sims = (self.tfidf.transform([self._text(r.text) for r in requests]) @ self.X).toarray()
-        return neighbour_votes(sims, self.neighbors, self.members)
+        """(requests, songs) summed votes of the nearest training playlists holding each song."""
+        sims = self.similarities([self._text(r.text) for r in requests])
+        return neighbour_votes(sims, self.neighbors, self.members, self.weight)
 
     def _text(self, text: str) -> str:
         return text.split(EXTRA_SEPARATOR, 1)[0] if self.text == "title" else text
@@ -146,17 +156,16 @@ class TitleKNN(Recommender):
         return [from_song_scores(self.catalogue, v, r) for v, r in zip(self.votes(requests), requests)]
 
 
-def neighbour_votes(sims: np.ndarray, neighbors: int, members, weight=None) -> np.ndarray:
+def neighbour_votes(sims: np.ndarray, neighbors: int, members, weight) -> np.ndarray:
     """(requests, songs): each request's `neighbors` most similar training playlists vote for their songs with
-    weight(similarity) (default: the similarity, negatives as 0)."""
+    weight(similarity)."""
     import scipy.sparse as sp
 
     n = min(neighbors, sims.shape[1])
     if n == 0:
         return np.zeros((len(sims), members.shape[1]))
     top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
-    weights = np.take_along_axis(sims, top, axis=1)
-    weights = np.maximum(weights, 0) if weight is None else weight(weights)
+    weights = weight(np.take_along_axis(sims, top, axis=1))
     w = sp.csr_matrix((weights.ravel(), (np.repeat(np.arange(len(sims)), n), top.ravel())), shape=sims.shape)
     return (w @ members).toarray()
 
@@ -171,15 +180,17 @@ class E5KNN(TitleKNN):
 
     def __init__(self, catalogue: Catalogue, neighbors: int = 50, text: str = "input", members=None,
                  temperature: float = 0.02, cache=None):
-        if text not in KNN_TEXTS:
-            raise PipelineError(f"--recommend.knn_text={text!r}: use one of {', '.join(KNN_TEXTS)}")
-        self.catalogue, self.neighbors, self.text, self.temperature = catalogue, neighbors, text, temperature
-        self.members = playlist_members(catalogue) if members is None else members
-        self.E = train_embeddings([self._text(t) for t in catalogue.train_texts], cache)
+        self.temperature, self.cache = temperature, cache
+        super().__init__(catalogue, neighbors, text, members)
 
-    def votes(self, requests) -> np.ndarray:
-        sims = embed([self._text(r.text) for r in requests]) @ self.E.T
-        return neighbour_votes(sims, self.neighbors, self.members, lambda c: np.exp((c - 1) / self.temperature))
+    def fit(self, texts: list[str]) -> None:
+        self.E = train_embeddings(texts, self.cache)
+
+    def similarities(self, texts: list[str]) -> np.ndarray:
+        return embed(texts) @ self.E.T
+
+    def weight(self, sims: np.ndarray) -> np.ndarray:
+        return np.exp((sims - 1) / self.temperature)
 
 
 def embed(texts: list[str]) -> np.ndarray:
