@@ -82,6 +82,7 @@ def score_batch(cfg, recommenders: dict, batch: list[Playlist], n: int, catalogu
     k = max(cfg.eval.k, shown.candidates(g.num_songs))  # the CLI's list; metrics @K read its first K
     requests = [Request(p.text, k, max(n, g.num_songs), seed, p.seeds) for p, seed in zip(batch, seeds)]
     outputs = {name: r.recommend(requests) for name, r in recommenders.items()}
+    default = shown.ShowPolicy.from_config(g)
     policies = [shown.ShowPolicy.from_config(g, pick) for pick in cfg.eval.shown_policies.split(",")]
     records = []
     for j, p in enumerate(batch):
@@ -90,7 +91,7 @@ def score_batch(cfg, recommenders: dict, batch: list[Playlist], n: int, catalogu
             rec = out[j]
             scores[name] = metrics.playlist_scores(rec.clusters[:n], rec.songs[:cfg.eval.k], p.reference, p.truth,
                                                    catalogue.index, cfg.eval.k, scheme, n, artist_of)
-            printed[name] = shown_playlist(rec, catalogue, shown.ShowPolicy.from_config(g), seeds[j], p.seeds)
+            printed[name] = shown_playlist(rec, catalogue, default, seeds[j], p.seeds)
             scores[name].update(shown_metrics(printed[name], p.truth, g.num_songs, catalogue, artist_of))
             top = shown_metrics(rec.songs[:g.num_songs], p.truth, g.num_songs, catalogue, artist_of)  # its top N
             scores[name].update({f"top_{key[6:]}": top[key] for key in (f"shown_precision@{g.num_songs}",
@@ -99,7 +100,8 @@ def score_batch(cfg, recommenders: dict, batch: list[Playlist], n: int, catalogu
         if cfg.recommend.method in outputs:
             rec = outputs[cfg.recommend.method][j]
             for policy in policies:
-                first = shown_playlist(rec, catalogue, policy, seeds[j], p.seeds)
+                first = printed[cfg.recommend.method] if policy == default else \
+                    shown_playlist(rec, catalogue, policy, seeds[j], p.seeds)
                 again = shown_playlist(rec, catalogue, policy, seeds[j] + 1, p.seeds)
                 by_policy[policy.pick] = shown_metrics(first, p.truth, g.num_songs, catalogue, artist_of)
                 by_policy[policy.pick]["shown_repeat"] = metrics.overlap(first, again)
