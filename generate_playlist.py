@@ -3,11 +3,11 @@
 `--title "深夜emo"` prints one playlist; without it, titles are read line by line from stdin when it is not a
 terminal, else an interactive prompt asks for them (exit, quit, Ctrl-D or Ctrl-C to leave). The recommender
 ranks songs for the title; --pick chooses the --num_songs shown (playlist_gen.shown; evaluate_tiger.py scores the
-same playlist): diverse (default: the top songs, at most --max_per_artist per artist), ranked, sample (drawn by
-score, another playlist each time), cluster, or random | popular | weighted (one song of each of the best
-clusters: most surprise, least accuracy). Each song is printed as `name - artist (cluster a-b: 1 of N songs)`;
---explain says why it is there (a liked song of its cluster, the title word that led to it) and shows a few other
-songs of its cluster.
+same playlist): sample (default: drawn by score at --sample_temperature, at most --max_per_artist per artist,
+another playlist each time), diverse (the top songs with that artist cap), ranked, cluster, or random | popular |
+weighted (one song of each of the best clusters: most surprise, least accuracy). Each song is printed as
+`name - artist (cluster a-b: 1 of N songs)`; --explain says why it is there (a liked song of its cluster, the title
+word that led to it) and shows a few other songs of its cluster.
 --seed_songs "id; name - artist; ..." starts the playlist from songs you like (ids, or names matched to the
 catalogue; each match is printed). --extra_text adds what the model was trained to read after the title
 (NetEase tags: `--extra_text "华语 流行"`).
@@ -21,7 +21,7 @@ import logging
 import sys
 import threading
 
-from playlist_gen.cli import parse_overrides, run_script
+from playlist_gen.cli import parse_overrides, run_script, usage_error
 from playlist_gen.session import PlaylistMaker
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,7 @@ def main(argv=None):
 
     cfg, given = parse_overrides(argv, __doc__, SECTIONS)
     if "generate.title" in given and not cfg.generate.title.strip():
-        print("error: --title is blank: give a title, or leave --title out to type titles at a prompt", file=sys.stderr)
-        raise SystemExit(2)  # a usage error, like every other bad option
+        usage_error("--title is blank: give a title, or leave --title out to type titles at a prompt")
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8 reach the check below
     if cfg.generate.title.strip():

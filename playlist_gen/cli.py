@@ -59,13 +59,13 @@ def _resolve(key: str, fields: dict, sections: tuple = ()) -> str:
     if len(matches) == 1 or own:
         return (own or matches)[0]
     if matches:
-        _usage_error(f"--{key} is ambiguous: use one of {', '.join('--' + m for m in matches)}")
+        usage_error(f"--{key} is ambiguous: use one of {', '.join('--' + m for m in matches)}")
     import difflib
 
     names = sorted({*fields, *(k.rsplit(".", 1)[-1] for k in fields)})
     close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join('--' + c for c in close)}? " if close else ""
-    _usage_error(f"unknown option --{key}; {hint}`--help` lists the valid keys")
+    usage_error(f"unknown option --{key}; {hint}`--help` lists the valid keys")
 
 
 def _convert(key: str, raw: str, typ: type):
@@ -77,10 +77,11 @@ def _convert(key: str, raw: str, typ: type):
             raise ValueError
         return typ(raw)
     except ValueError:
-        _usage_error(f"--{key}={raw!r}: expected a value of type {typ.__name__}")
+        usage_error(f"--{key}={raw!r}: expected a value of type {typ.__name__}")
 
 
-def _usage_error(msg: str):
+def usage_error(msg: str):
+    """A bad option: one line on stderr, exit status 2 (before any work)."""
     print(f"error: {msg}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -151,11 +152,11 @@ def check_values(cfg: Config) -> None:
         value = getattr(f.owner, f.name)
         problem = _problem(value, f.meta)
         if problem:
-            _usage_error(f"--{key}={value!r}: {problem}")
+            usage_error(f"--{key}={value!r}: {problem}")
     for keys, holds, what in CROSS_CHECKS:
         if not holds(cfg):
             values = ", ".join(f"--{k}={_get(cfg, k)!r}" for k in keys)
-            _usage_error(f"{values}: need {what}")
+            usage_error(f"{values}: need {what}")
 
 
 def _get(cfg, key: str):
@@ -208,9 +209,9 @@ def parse_overrides(argv=None, description: str = "", sections: tuple = ()) -> t
             raise SystemExit(0)
         bad = invalid_utf8(arg)
         if bad:
-            _usage_error(f"{printable(arg.partition('=')[0])} ... is not valid UTF-8 ({bad}): give it in UTF-8")
+            usage_error(f"{printable(arg.partition('=')[0])} ... is not valid UTF-8 ({bad}): give it in UTF-8")
         if not arg.startswith("--") or len(arg) == 2:
-            _usage_error(f"unexpected argument {printable(arg)!r}: options look like --key=value (see --help)")
+            usage_error(f"unexpected argument {printable(arg)!r}: options look like --key=value (see --help)")
         key, eq, raw = arg[2:].partition("=")
         key = _resolve(key, fields, sections)
         f = fields[key]
@@ -220,7 +221,7 @@ def parse_overrides(argv=None, description: str = "", sections: tuple = ()) -> t
             elif i < len(argv):
                 raw, i = argv[i], i + 1
             else:
-                _usage_error(f"--{key} needs a value")
+                usage_error(f"--{key} needs a value")
         setattr(f.owner, f.name, _convert(key, raw, f.type))
         given.add(key)
     check_values(cfg)

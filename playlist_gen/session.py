@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from config import PICKS
 
-from .text import printable
+from .text import invalid_utf8, printable
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,6 @@ class Session:
 
     def handle(self, line: str) -> str:
         """One line typed at the prompt -> what to print."""
-        from .text import invalid_utf8
-
         line = line.strip()
         bad = invalid_utf8(line)
         if bad:
