@@ -78,10 +78,17 @@ def shard_workers(work: int):
 
 
 def l2_normalize(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    X = np.asarray(X, dtype=np.float64)  # float32 squares overflow beyond ~1e19 (vectors near 1e30 are valid float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return (X / np.maximum(norms, 1e-300)).astype(np.float32)
+    """Rows scaled to unit length (zero rows stay zero). A row whose float32 norm overflows (values beyond ~1e19 square
+    past float32; near 1e30 they are still valid float32) is normalised in float64; every other row as before, bit
+    for bit."""
+    with np.errstate(over="ignore"):
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+    out = (X / np.maximum(norms, 1e-12)).astype(np.float32)
+    huge = ~np.isfinite(norms[:, 0])
+    if huge.any():
+        rows = np.asarray(X[huge], dtype=np.float64)
+        out[huge] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return out
 
 
 def _row_keys(X: np.ndarray) -> np.ndarray:
