@@ -449,5 +449,7 @@ class Config:
         return Path(self.output_dir) / "baselines" / "hstu.pt"
 
     def config_path(self, stage: str) -> Path:
-        """Where a stage saves the resolved config it ran with."""
-        return Path(self.output_dir) / "configs" / f"{stage}.json"
+        """Where a stage saves the resolved config it ran with: beside what it wrote (prepare_data.py's in data_dir,
+        so a run that only imports data never writes into an output_dir that may belong to another run)."""
+        root = self.data_dir if stage == "prepare_data" else self.output_dir
+        return Path(root) / "configs" / f"{stage}.json"

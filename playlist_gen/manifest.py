@@ -198,11 +198,21 @@ class Reads:
             upstream = self.manifest(rec["product"])
             now = upstream["files"].get(key)
             if now is None or rec["sha256"] not in [now["sha256"], *upstream.get("compatible", {}).get(key, [])]:
-                where = path_of(self.cfg, key)
-                raise PipelineError(f"{WHAT[product]} came from a different {where} than the current one "
-                                    f"(`{upstream['command']}` ran since): re-run `{manifest['command']}`")
+                raise PipelineError(self._stale(product, rec["product"], key))
             self._check_chain(rec["product"])
         self._chained.add(product)
+
+    def _stale(self, product: str, upstream: str, key: str) -> str:
+        """Why `product` does not go with the current `upstream`: either the folders given belong to different runs
+        or the upstream stage ran since. Names only files that exist, and says what rebuilding would replace."""
+        here = self.cfg.manifest_path(product).parents[1]
+        there = self.cfg.manifest_path(upstream).parents[1]
+        read = path_of(self.cfg, key)
+        gone = f"{read.name} is gone from {read.parent}" if not read.exists() else f"{read} has changed"
+        return (f"{WHAT[product]} in {here} came from other files than {WHAT[upstream]} in {there} ({gone}): either "
+                f"these folders belong to different runs (pass --data_dir, --output_dir and --model_dir of one run) or "
+                f"`{self.manifest(upstream)['command']}` ran since (then re-run `{self.manifest(product)['command']}`, "
+                f"which replaces {WHAT[product]} in {here})")
 
     def require(self, product: str, paths=(), optional=()) -> dict:
         """The product's manifest, after checking its chain and that `paths` are the files it recorded (and those of

@@ -3,9 +3,11 @@
 One small pipeline (demo world, RQ-KMeans IDs, corpus, a tiny T5) is built once; each test works on a copy."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,7 +77,7 @@ def test_new_semantic_ids_after_training_stop_every_later_stage(world):
     """train_rq_kmeans.py --seed=7 (same K) after training: the model and corpus belong to the old IDs."""
     root, args = world
     train_rq_kmeans.main(args + ["--rqkmeans.vocab_size=8", "--seed=7"])
-    stale = "came from a different"
+    stale = "came from other files than"
     refused(train_tiger.main, args + TINY, "re-run `python prepare_corpus.py`")
     refused(evaluate_tiger.main, args + EVAL, stale)
     refused(generate_playlist.main, args + ["--title=chill"], "re-run `python prepare_corpus.py`")
@@ -87,6 +89,22 @@ def test_new_semantic_ids_after_training_stop_every_later_stage(world):
     summary = json.loads(parse_config(args).train_summary_path.read_text())
     assert summary["resumed_from_step"] is None
     evaluate_tiger.main(args + EVAL)
+
+
+def test_folders_of_two_runs_are_named_as_such_and_the_message_names_only_files_that_exist(world, tmp_path):
+    """Another run's data with this run's outputs: say the folders may be of different runs, before advising a
+    rerun that would replace this run's IDs; every path the message names exists."""
+    root, args = world
+    other = tmp_path / "other"
+    prepare_data.main(dirs(other) + SMALL_DEMO + ["--seed=1"])
+    mixed = [f"--data_dir={other / 'data'}", *args[1:]]
+    for fn in (prepare_corpus.main, train_tiger.main, evaluate_tiger.main):
+        with pytest.raises(PipelineError) as e:
+            fn(mixed + EVAL)
+        message = str(e.value)
+        assert "belong to different runs" in message and "which replaces" in message, message
+        for path in re.findall(r"(/[^\s():,]+)", message):
+            assert Path(path).exists(), (path, message)
 
 
 def test_a_new_split_after_training_is_not_scored_with_the_old_model(world):

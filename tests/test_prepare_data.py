@@ -264,3 +264,12 @@ def test_demo_songs_have_distinct_names_per_artist_and_plain_band_names(demo):
     assert not songs.duplicated(["songname", "singername"]).any()  # "Midnight Fire - 蔡一欣" twice in one playlist
     assert not songs["singername"].str.endswith("ss").any()  # "The Wavess"
     assert songs["singername"].str.startswith("The ").any()
+
+
+def test_prepare_data_writes_nothing_outside_data_dir(tmp_path, monkeypatch):
+    """Without --output_dir the data stage must not write ./outputs/configs/, which may be another run's."""
+    monkeypatch.chdir(tmp_path)
+    prepare_data.main(["--source=demo", f"--data_dir={tmp_path / 'd'}", "--demo.n_songs=60", "--demo.n_artists=6",
+                       "--demo.n_playlists=30", "--demo.dim=4", "--vectors.quality_sample=10"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    assert (tmp_path / "d" / "configs" / "prepare_data.json").exists()
