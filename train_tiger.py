@@ -31,30 +31,30 @@ def train(cfg) -> None:
     import pandas as pd
     from transformers import set_seed
 
-    from playlist_gen import manifest, training
+    from playlist_gen import checkpoints, examples, losses, manifest, training
     from playlist_gen.io import write_json
     from playlist_gen.modeling import build_model, save_final, semantic_tokens
 
     tc = cfg.tiger
     reads = manifest.Reads(cfg)
-    corpus_meta, id_meta, train_df, val_df = training.load_corpus(cfg, reads)
+    corpus_meta, id_meta, train_df, val_df = examples.load_corpus(cfg, reads)
     if tc.index_pairs:  # pseudo-playlists of song and artist names, trained like titles
         reads.require("semantic_ids", [cfg.semantic_ids_path])
         reads.require("data", [cfg.song_info_path])
-        train_df = pd.concat([train_df, training.index_rows(cfg, corpus_meta["token_scheme"])], ignore_index=True)
+        train_df = pd.concat([train_df, examples.index_rows(cfg, corpus_meta["token_scheme"])], ignore_index=True)
     trained_on = {"corpus": reads.upstream["corpus"], "semantic_ids": reads.upstream["semantic_ids"]}
     args = training.training_arguments(cfg)  # sets up torch.distributed under torchrun
     is_main = args.process_index == 0
     if not is_main:
         logging.getLogger().setLevel(logging.WARNING)
     semantic = semantic_tokens(corpus_meta)
-    fp = training.fingerprint(tc, corpus_meta, trained_on, cfg.seed)
-    tok, last = training.shared_tokenizer(cfg, args, list(train_df["title"]), semantic, fp)
+    fp = checkpoints.fingerprint(tc, corpus_meta, trained_on, cfg.seed)
+    tok, last = checkpoints.shared_tokenizer(cfg, args, list(train_df["title"]), semantic, fp)
     set_seed(cfg.seed)  # same initial weights on every rank
     model = build_model(tc, tok)
     levels = int(corpus_meta["levels"])
-    train_features = training.encode_split(tok, train_df, tc, levels, cfg.seed, str(cfg.split_path("train")))
-    val_features = training.encode_split(tok, val_df, tc, levels, cfg.seed, str(cfg.split_path("val")), train=False)
+    train_features = examples.encode_split(tok, train_df, tc, levels, cfg.seed, str(cfg.split_path("train")))
+    val_features = examples.encode_split(tok, val_df, tc, levels, cfg.seed, str(cfg.split_path("val")), train=False)
     trainer = training.make_trainer(model, tok, args, train_features, val_features, tc.early_stopping_patience)
     if last:
         log.info("resuming from %s", last)
@@ -64,14 +64,14 @@ def train(cfg) -> None:
     if trainer.state.global_step == 0:
         raise PipelineError(f"no training step ran; {cfg.final_model_dir} is left as it was")
     if is_main:
-        val_loss = training.token_loss(trainer.model, val_features, trainer.data_collator, tc.batch_size * 2)
-        blind = training.title_blind_loss(train_df["target"], val_df["target"], semantic, tc.objective, levels)
+        val_loss = losses.token_loss(trainer.model, val_features, trainer.data_collator, tc.batch_size * 2)
+        blind = losses.title_blind_loss(train_df["target"], val_df["target"], semantic, tc.objective, levels)
         meta = training.final_meta(tc, corpus_meta, id_meta, val_loss=val_loss, title_blind_loss=blind,
                                    trained_on=trained_on)
         files = [cfg.final_model_dir, cfg.loss_curve_csv_path, cfg.loss_curve_png_path, cfg.train_summary_path]
         manifest.begin(cfg, "model", files)
         save_final(trainer.model, tok, meta, cfg.final_model_dir)
-        training.write_loss_curve(training.loss_rows(trainer.state.log_history), cfg.loss_curve_csv_path,
+        losses.write_loss_curve(losses.loss_rows(trainer.state.log_history), cfg.loss_curve_csv_path,
                                   cfg.loss_curve_png_path, blind)
         resumed = int(last.name.rsplit("-", 1)[1]) if last else None
         write_json(cfg.train_summary_path, training.summary(trainer, val_loss, blind, seconds, resumed,

@@ -54,7 +54,7 @@ def param_counts(model) -> tuple[int, int, int]:
 
 
 def main() -> None:
-    from playlist_gen import manifest, training
+    from playlist_gen import checkpoints, examples, manifest, training
     from playlist_gen.cli import parse_config
     from playlist_gen.modeling import build_model, semantic_tokens
 
@@ -63,16 +63,16 @@ def main() -> None:
     cfg = parse_config(argv + [f"--tiger.max_steps={steps}", "--tiger.eval_steps=100000",
                                "--tiger.save_steps=100000", "--tiger.resume=false", "--tiger.logging_steps=100000"])
     tc = cfg.tiger
-    corpus_meta, _, train_df, val_df = training.load_corpus(cfg, manifest.Reads(cfg))
+    corpus_meta, _, train_df, val_df = examples.load_corpus(cfg, manifest.Reads(cfg))
     args = training.training_arguments(cfg)  # sets torch's threads (--tiger.threads) as train_tiger.py does
     print(machine())
     mm0, mm0_cpu = matmul_gflops(), matmul_gflops(clock=time.process_time)  # at the thread count training uses
     args.disable_tqdm = True
-    tok, _ = training.shared_tokenizer(cfg, args, list(train_df["title"]), semantic_tokens(corpus_meta),
-                                       training.fingerprint(tc, corpus_meta))
+    tok, _ = checkpoints.shared_tokenizer(cfg, args, list(train_df["title"]), semantic_tokens(corpus_meta),
+                                       checkpoints.fingerprint(tc, corpus_meta))
     set_seed(cfg.seed)
     model = build_model(tc, tok)
-    train_f = training.encode_split(tok, train_df, tc, int(corpus_meta["levels"]), cfg.seed)
+    train_f = examples.encode_split(tok, train_df, tc, int(corpus_meta["levels"]), cfg.seed)
     trainer = training.make_trainer(model, tok, args, train_f, Subset(train_f, range(8)), tc.early_stopping_patience)
     trainer.data_collator = counter = TokenCounter(trainer.data_collator)
     trainer.add_callback(timer := StepTimer())

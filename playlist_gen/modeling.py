@@ -123,9 +123,22 @@ def build_model(tc, tok):
     else:
         model = T5ForConditionalGeneration.from_pretrained(tc.model_name, local_files_only=True)
         model.resize_token_embeddings(len(tok))
+    # a checkpoint stores a tied tensor once: declaring the other names as not saved lets the Trainer re-tie them
+    # when it loads the best checkpoint, instead of warning that they are missing
+    model._keys_to_ignore_on_save = sorted(tied_parameter_names(model))
     n = sum(p.numel() for p in model.parameters())
     log.info("T5: %s parameters, vocabulary %s", f"{n:,}", f"{len(tok):,}")
     return model
+
+
+def tied_parameter_names(model) -> set[str]:
+    """Names of parameters that are another parameter under a second name (T5's tied embeddings and output layer):
+    a checkpoint stores each tensor once, so these are 'missing' from it by design."""
+    first, tied = {}, set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(p), name) != name:
+            tied.add(name)
+    return tied
 
 
 def save_final(model, tok, meta: dict, final_dir) -> Path:

@@ -7,11 +7,12 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+import torch
 from test_corpus import config_for, make_world
 
 import prepare_corpus
 import train_tiger
-from playlist_gen import modeling, tokens, training
+from playlist_gen import checkpoints, examples, fast_dropout, losses, modeling, tokens, training
 from playlist_gen.io import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def test_title_blind_loss_is_unigram_cross_entropy():
     train, val = ["<a_0> <b_1>", "<a_0> <b_0>"], ["<a_0> <b_1>"]
     semantic = tokens.vocabulary([2, 2])  # 4 tokens + </s>: denominator = 6 train tokens + 5
     expected = -(math.log(3 / 11) + math.log(2 / 11) + math.log(3 / 11)) / 3
-    assert training.title_blind_loss(train, val, semantic) == pytest.approx(expected)
+    assert losses.title_blind_loss(train, val, semantic) == pytest.approx(expected)
 
 
 def test_train_single_process_and_reload(corpus_world):
@@ -104,7 +105,7 @@ def test_token_mean_loss_matches_cross_entropy_in_value_and_gradient():
     logits = torch.randn(3, 5, 40, requires_grad=True)
     labels = torch.randint(0, 40, (3, 5))
     labels[1, 2:] = -100  # padding
-    loss = training.token_mean_loss({"logits": logits}, labels, num_items_in_batch=torch.tensor(12))
+    loss = losses.token_mean_loss({"logits": logits}, labels, num_items_in_batch=torch.tensor(12))
     (grad,) = torch.autograd.grad(loss, logits)
     expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum") / 12
     (expected_grad,) = torch.autograd.grad(expected, logits)
@@ -117,14 +118,14 @@ def test_fast_dropout_drops_p_scales_the_rest_and_follows_the_seed():
 
     x = torch.ones(400, 500, requires_grad=True)
     torch.manual_seed(3)
-    y = training.fast_dropout(x, 0.1)
+    y = fast_dropout.fast_dropout(x, 0.1)
     torch.manual_seed(3)
-    assert torch.equal(y, training.fast_dropout(x, 0.1))
+    assert torch.equal(y, fast_dropout.fast_dropout(x, 0.1))
     assert (y == 0).float().mean().item() == pytest.approx(0.1, abs=0.005)
     assert y.unique().tolist() == [0.0, pytest.approx(1 / 0.9)]
     (grad,) = torch.autograd.grad(y.sum(), x)
     assert torch.equal(grad, y.detach())  # gradient through the same scaled mask
-    assert training.fast_dropout(x, 0.1, training=False) is x
+    assert fast_dropout.fast_dropout(x, 0.1, training=False) is x
 
 
 def test_fast_cpu_dropout_keeps_the_model_and_its_outputs():
@@ -136,7 +137,7 @@ def test_fast_cpu_dropout_keeps_the_model_and_its_outputs():
                       decoder_start_token_id=0, pad_token_id=0)
     plain, fast = T5ForConditionalGeneration(config), T5ForConditionalGeneration(config)
     fast.load_state_dict(plain.state_dict())
-    training.use_fast_cpu_dropout(fast)
+    fast_dropout.use_fast_cpu_dropout(fast)
     assert not any(type(m) is torch.nn.Dropout for m in fast.modules())
     assert fast.state_dict().keys() == plain.state_dict().keys()
     batch = {"input_ids": torch.randint(3, 60, (3, 7)), "attention_mask": torch.ones(3, 7, dtype=torch.long),
@@ -158,13 +159,13 @@ def test_checkpoint_folder_resumes_only_complete_matching_checkpoints(tmp_path):
         if complete:
             (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     fp = {"corpus": "abc", "d_model": 32}
-    (ckpt / training.RUN_INFO).write_text(json.dumps(fp))
-    assert training.prepare_checkpoint_dir(ckpt, fp, resume=True) == ckpt / "checkpoint-10"
+    (ckpt / checkpoints.RUN_INFO).write_text(json.dumps(fp))
+    assert checkpoints.prepare_checkpoint_dir(ckpt, fp, resume=True) == ckpt / "checkpoint-10"
     assert not (ckpt / "checkpoint-15").exists()  # killed while saving
     with pytest.raises(PipelineError, match=r"checkpoints of another run \(tiger.d_model 32 -> 64\): re-run with"):
-        training.prepare_checkpoint_dir(ckpt, {**fp, "d_model": 64}, resume=True)
-    assert training.prepare_checkpoint_dir(ckpt, {**fp, "d_model": 64}, resume=False) is None
-    assert list(ckpt.iterdir()) == [ckpt / training.RUN_INFO]
+        checkpoints.prepare_checkpoint_dir(ckpt, {**fp, "d_model": 64}, resume=True)
+    assert checkpoints.prepare_checkpoint_dir(ckpt, {**fp, "d_model": 64}, resume=False) is None
+    assert list(ckpt.iterdir()) == [ckpt / checkpoints.RUN_INFO]
 
 
 def test_load_tiger_says_what_to_run(tmp_path):
@@ -211,7 +212,7 @@ def test_interrupted_training_resumes_from_last_checkpoint(corpus_world, monkeyp
     with pytest.raises(KeyboardInterrupt):
         train_tiger.main(argv)
     cfg = config_for(corpus_world)
-    assert training.complete_checkpoint(cfg.checkpoint_dir).name == "checkpoint-4"
+    assert checkpoints.complete_checkpoint(cfg.checkpoint_dir).name == "checkpoint-4"
     assert not cfg.final_model_dir.exists()
     monkeypatch.setattr(training, "make_trainer", make_trainer)
     train_tiger.main(argv)  # the same command again
@@ -306,9 +307,15 @@ def test_damaged_checkpoint_is_named_with_what_to_do(corpus_world, name):
 
 def test_training_ends_without_the_tied_weights_warning(corpus_world, caplog):
     train_tiger.main(corpus_world + TINY + ["--tiger.max_steps=4", "--tiger.eval_steps=2", "--tiger.save_steps=2"])
-    assert "Loading best model" in caplog.text or True
     assert "There were missing keys" not in caplog.text
-    assert training.tied_parameter_names(modeling.load_tiger(config_for(corpus_world).final_model_dir)[0]) == {
+    cfg = config_for(corpus_world)
+    best = json.loads(cfg.train_summary_path.read_text())["best_step"]
+    from safetensors.torch import load_file
+
+    final = load_file(cfg.final_model_dir / "model.safetensors")
+    kept = load_file(cfg.checkpoint_dir / f"checkpoint-{best}" / "model.safetensors")
+    assert final.keys() == kept.keys() and all(torch.equal(final[k], kept[k]) for k in final)  # the best was loaded
+    assert modeling.tied_parameter_names(modeling.load_tiger(config_for(corpus_world).final_model_dir)[0]) == {
         "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"}
 
 
@@ -317,12 +324,12 @@ def test_extra_dropout_trains_some_examples_on_the_title_alone():
 
     targets = [np.array([[5, 6], [7, 8]])] * 50
     full, title = [[1, 2, 3, 9, 0]] * 50, [[1, 2, 0]] * 50
-    ex = training.TargetExamples(full, targets, "tuples", eos=0, seed=3, title_ids=title, extra_dropout=0.3)
+    ex = examples.TargetExamples(full, targets, "tuples", eos=0, seed=3, title_ids=title, extra_dropout=0.3)
     inputs = [ex[i]["input_ids"] for i in range(len(ex))]
     share = sum(x == title[0] for x in inputs) / len(inputs)
     assert 0.15 < share < 0.45 and set(map(tuple, inputs)) == {tuple(full[0]), tuple(title[0])}
     assert inputs == [ex[i]["input_ids"] for i in range(len(ex))]  # seeded per example: the same on resume
-    kept = training.TargetExamples(full, targets, "tuples", eos=0, seed=3, title_ids=title, extra_dropout=0.0)
+    kept = examples.TargetExamples(full, targets, "tuples", eos=0, seed=3, title_ids=title, extra_dropout=0.0)
     assert all(kept[i]["input_ids"] == full[0] for i in range(len(kept)))
 
 
