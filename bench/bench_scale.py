@@ -95,14 +95,15 @@ def phase_corpus(data: Path, out: Path) -> dict:
     from playlist_gen import manifest
     from playlist_gen.cli import parse_config
     from playlist_gen.data import read_csv_strings
-    from playlist_gen.semantic_ids import write_meta, write_semantic_ids
+    from playlist_gen.io import write_json
+    from playlist_gen.semantic_ids import write_semantic_ids
 
     argv = [f"--data_dir={data}", f"--output_dir={out}"]
     cfg = parse_config(argv, "")
     ids = read_csv_strings(cfg.song_info_path, {cfg.data.song_id_col: "song_id_col"})[cfg.data.song_id_col]
     codes = np.random.default_rng(0).integers(0, 1024, size=(len(ids), 2))
     write_semantic_ids(cfg.semantic_ids_path, list(ids), codes)
-    write_meta(cfg.semantic_meta_path, "fixture", 2, [1024, 1024], 100)
+    write_json(cfg.semantic_meta_path, {"method": "fixture", "levels": 2, "codebook_sizes": [1024, 1024], "dim": 100})
     manifest.adopt(cfg)  # record the data and IDs written here, as stages 0 and 1 would have
     t0 = time.perf_counter()
     prepare_corpus.main(argv)

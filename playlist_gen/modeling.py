@@ -5,8 +5,8 @@ Chinese character or emoji encodes without `<unk>`) plus every semantic-ID token
 and a T5 sized by `TigerConfig`. A local path instead: that T5 and its tokenizer, with the semantic-ID
 tokens added and the embeddings resized. Nothing is ever downloaded.
 
-`load_tiger(model_dir, device) -> (model, tokenizer, meta)` loads the result with transformers;
-stages 4/5 generate through `load_tiger_runtime` (playlist_gen.t5_runtime, no transformers import).
+Stages 4/5 load the result with `load_tiger_runtime` (playlist_gen.t5_runtime, no transformers import); the tests
+compare it with transformers' own loader and `generate` (tests/reference.py).
 """
 
 import io
@@ -150,29 +150,8 @@ def save_final(model, tok, meta: dict, final_dir) -> Path:
     return Path(final_dir)
 
 
-def load_tiger(model_dir, device="cpu"):
-    """(model in eval mode on `device`, tokenizer, meta) from a folder written by train_tiger.py.
-
-    meta: semantic_ids (method, levels, codebook_sizes, dim), token_scheme, levels, codebook_sizes,
-    max_source_len, max_target_len (songs x levels + </s>), extra_columns, max_songs, order, model_name,
-    val_loss, title_blind_loss. The tokenizer normalises titles itself (NFKC, case folding for `scratch`).
-    """
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from .t5_runtime import damaged_file_error
-
-    model_dir = Path(model_dir)
-    meta = read_json(model_dir / META_FILE, f"{model_dir} has no trained model; {MADE_BY}")
-    with damaged_file_error(model_dir / "tokenizer.json"):
-        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    with damaged_file_error(model_dir / "model.safetensors (or config.json)"):
-        model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, local_files_only=True).to(device).eval()
-    check_tokenizer(tok, semantic_tokens(meta))
-    return model, tok, meta
-
-
 def load_tiger_runtime(model_dir, device="cpu"):
-    """(t5_runtime.T5Runtime, t5_runtime.FastTokenizer, meta) for generation: the same model as load_tiger
+    """(t5_runtime.T5Runtime, t5_runtime.FastTokenizer, meta) for generation: the trained model
     without importing transformers (several seconds at the start of generate_playlist.py)."""
     from .t5_runtime import load_runtime
 

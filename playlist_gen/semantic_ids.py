@@ -25,11 +25,6 @@ def write_semantic_ids(path, song_ids, codes) -> None:
             f.write(json.dumps({"song_id": sid, "semantic_ids": [int(c) for c in row]}, ensure_ascii=False) + "\n")
 
 
-def write_meta(path, method: str, levels: int, codebook_sizes, dim: int, **extra) -> None:
-    write_json(path, {"method": method, "levels": int(levels), "codebook_sizes": [int(k) for k in codebook_sizes],
-                      "dim": int(dim), **extra})
-
-
 def read_meta(path) -> dict:
     meta = read_json(path, MADE_BY)
     for key in ("method", "levels", "codebook_sizes", "dim"):

@@ -133,7 +133,7 @@ def test_generator_matches_transformers_generate(pipeline, mode):
     from playlist_gen import tokens
     from playlist_gen.catalogue import load_catalogue
     from playlist_gen.generation import load_generator
-    from playlist_gen.modeling import load_tiger
+    from tests.reference import load_tiger
 
     cfg = config_for(pipeline)
     g = cfg.generate

@@ -165,7 +165,7 @@ def test_built_vectors_are_kept_apart_and_rebuilt_when_the_playlists_change(worl
 def test_given_vectors_and_user_files_are_never_overwritten(world):
     root, args = world
     user = root / "mine"
-    shutil.copytree(root / "data", user, ignore=shutil.ignore_patterns("manifests", "data_report.json"))
+    shutil.copytree(root / "data", user, ignore=shutil.ignore_patterns("manifests", "data_report.json", "configs"))
     args = [f"--data_dir={user}", *args[1:]]
     before = {p.name: manifest.sha256_file(p) for p in user.iterdir()}
     with pytest.raises(PipelineError, match=r"gen_playlist_info.csv was not written by prepare_data.py .* "
@@ -217,7 +217,7 @@ def test_a_changed_model_file_is_named_with_the_stage_to_rerun(world):
 @pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "model.safetensors", "tokenizer_config.json"])
 def test_a_damaged_model_file_is_named_by_the_loaders(world, name):
     """Also without a manifest to compare with (adopted, or copied by hand): one line naming the file."""
-    from playlist_gen.modeling import load_tiger, load_tiger_runtime
+    from playlist_gen.modeling import load_tiger_runtime
 
     root, args = world
     model_dir = parse_config(args).final_model_dir
@@ -225,9 +225,6 @@ def test_a_damaged_model_file_is_named_by_the_loaders(world, name):
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
     with pytest.raises(PipelineError, match=rf"{name} is damaged \(.*\); re-run `python train_tiger.py`"):
         load_tiger_runtime(model_dir)
-    if name != "tokenizer_config.json":
-        with pytest.raises(PipelineError, match=r"is damaged"):
-            load_tiger(model_dir)
 
 
 def test_damaged_codebooks_are_named(world):

@@ -14,6 +14,7 @@ import prepare_corpus
 import train_tiger
 from playlist_gen import checkpoints, examples, fast_dropout, losses, modeling, tokens, training
 from playlist_gen.io import PipelineError
+from tests.reference import load_tiger
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--tiger.d_model=32", "--tiger.d_ff=64", "--tiger.num_layers=1", "--tiger.num_decoder_layers=1",
@@ -73,7 +74,7 @@ def test_train_single_process_and_reload(corpus_world):
     model = AutoModelForSeq2SeqLM.from_pretrained(cfg.final_model_dir)
     tok = AutoTokenizer.from_pretrained(cfg.final_model_dir)
     assert tok.convert_tokens_to_ids("<b_7>") != tok.unk_token_id and model.config.vocab_size == len(tok)
-    model, tok, meta = modeling.load_tiger(cfg.final_model_dir)
+    model, tok, meta = load_tiger(cfg.final_model_dir)
     assert meta["codebook_sizes"] == [8, 8] and meta["token_scheme"] == "level" and meta["max_songs"] == 8
     assert meta["semantic_ids"]["method"] == "fixture"
     out = model.generate(**tok(["深夜emo 🌙"], return_tensors="pt"), max_new_tokens=4, do_sample=False)
@@ -93,7 +94,7 @@ def test_local_pretrained_t5_gets_semantic_tokens(corpus_world, tmp_path):
     tok.save_pretrained(tmp_path / "t5")
     train_tiger.main(corpus_world + TINY + [f"--tiger.model_name={tmp_path / 't5'}", "--tiger.max_steps=2",
                                             "--tiger.eval_steps=2", "--tiger.save_steps=2"])
-    model, tok, meta = modeling.load_tiger(config_for(corpus_world).final_model_dir)
+    model, tok, meta = load_tiger(config_for(corpus_world).final_model_dir)
     assert model.config.d_model == 16 and model.get_input_embeddings().num_embeddings == len(tok) == len(pieces) + 16
     assert tok.convert_ids_to_tokens(tok("<a_3> <b_7>")["input_ids"]) == ["<a_3>", "<b_7>", "</s>"]
 
@@ -168,9 +169,9 @@ def test_checkpoint_folder_resumes_only_complete_matching_checkpoints(tmp_path):
     assert list(ckpt.iterdir()) == [ckpt / checkpoints.RUN_INFO]
 
 
-def test_load_tiger_says_what_to_run(tmp_path):
+def test_loading_a_missing_model_says_what_to_run(tmp_path):
     with pytest.raises(PipelineError, match="train_tiger.py"):
-        modeling.load_tiger(tmp_path / "nothing")
+        modeling.load_tiger_runtime(tmp_path / "nothing")
 
 
 def interrupt_after_checkpoint(monkeypatch, step: int | None = None):
@@ -232,7 +233,7 @@ def test_torchrun_two_cpu_processes(corpus_world):
     summary = json.loads(cfg.train_summary_path.read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 8
     assert summary["val_loss"] == pytest.approx(summary["best_eval_loss"], rel=0.05)  # not scaled by 2 processes
-    assert modeling.load_tiger(cfg.final_model_dir)[2]["levels"] == 2
+    assert load_tiger(cfg.final_model_dir)[2]["levels"] == 2
     assert sorted(p.name for p in cfg.checkpoint_dir.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
 
 
@@ -315,7 +316,7 @@ def test_training_ends_without_the_tied_weights_warning(corpus_world, caplog):
     final = load_file(cfg.final_model_dir / "model.safetensors")
     kept = load_file(cfg.checkpoint_dir / f"checkpoint-{best}" / "model.safetensors")
     assert final.keys() == kept.keys() and all(torch.equal(final[k], kept[k]) for k in final)  # the best was loaded
-    assert modeling.tied_parameter_names(modeling.load_tiger(config_for(corpus_world).final_model_dir)[0]) == {
+    assert modeling.tied_parameter_names(load_tiger(config_for(corpus_world).final_model_dir)[0]) == {
         "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"}
 
 
