@@ -173,8 +173,8 @@ def main(argv=None):
     from playlist_gen.corpus import read_corpus_meta
     from playlist_gen.data import load_playlists
     from playlist_gen.device import Distributed
+    from playlist_gen.factory import load_recommenders
     from playlist_gen.generation import require_model
-    from playlist_gen.recommend import load_recommenders
 
     methods = [m.strip() for m in cfg.eval.methods.split(",") if m.strip()]
     if cfg.eval.seed_songs and "cooccurrence" not in methods and cfg.eval.methods == EvalConfig.methods:

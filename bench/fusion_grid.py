@@ -19,7 +19,8 @@ from playlist_gen import metrics
 from playlist_gen.catalogue import load_catalogue
 from playlist_gen.cli import parse_config
 from playlist_gen.data import load_playlists
-from playlist_gen.recommend import Request, floored_log, load_recommenders
+from playlist_gen.factory import load_recommenders
+from playlist_gen.recommend import Request, floored_log
 
 
 def distributions(run: str, split: str, k: int, e5: bool = False, title_only: bool = False):

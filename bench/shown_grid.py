@@ -19,7 +19,8 @@ from playlist_gen import metrics
 from playlist_gen.catalogue import load_catalogue
 from playlist_gen.cli import parse_config
 from playlist_gen.data import load_playlists
-from playlist_gen.recommend import Request, load_recommenders
+from playlist_gen.factory import load_recommenders
+from playlist_gen.recommend import Request
 from playlist_gen.shown import ShowPolicy, candidates
 
 VARIANTS = [("ranked", {}), ("diverse", {"max_per_artist": 1}), ("diverse", {"max_per_artist": 2}),

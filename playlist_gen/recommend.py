@@ -1,8 +1,5 @@
-"""Recommenders: every way of turning a request (a title, later seed songs) into scored clusters and ranked songs.
-
-One interface, like scikit-learn's estimators or faiss' `DatasetAssign`: `recommend(requests) -> recommendations`.
-The T5 model, each baseline and each fused variant implement it; evaluate_tiger.py and generate_playlist.py loop
-over recommenders and never branch on which one they hold. `load_recommenders` builds them from one config.
+"""The recommenders: every way of turning a request (a title, later seed songs) into scored clusters and ranked
+songs, each behind the one interface of playlist_gen.recommender (built from config by playlist_gen.factory).
 
 - `model`: the trained T5. decoding `rank` (default) scores every cluster exactly, P(cluster | title) from the
   constrained decoder, and every song by P(cluster | title) * P(song | cluster); `beam` / `sample` generate a
@@ -10,90 +7,24 @@ over recommenders and never branch on which one they hold. `load_recommenders` b
 - `fusion`: the model's song distribution fused with title kNN's (and e5 kNN's): by default a product of experts
   (the model re-ranks kNN's candidates), or a mixture w * P_model + (1 - w) * P_kNN.
 - `popularity`, `title_knn`, `e5_knn`, `random_cluster`: the baselines, given the same normalised input text;
-  `cooccurrence` and `hstu` for seed songs.
+  `cooccurrence` for seed songs (and `hstu`, in playlist_gen.sequential).
 
 Songs are held as integer codes of the `Catalogue`; scores are probabilities where the method has them.
 """
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from config import DECODINGS, FUSIONS, KNN_TEXTS
-from config import RECOMMENDERS as METHODS
 
 from .catalogue import Catalogue, fill_from_clusters, pick_songs
-from .io import PipelineError, read_json
+from .io import PipelineError
+from .recommender import DEMOTION, Recommendation, Recommender, Request, excluded_codes, from_song_scores
 from .text import EXTRA_SEPARATOR
 from .tokens import with_seeds
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Request:
-    text: str  # the model's input text: normalised title (+ extra columns), as the corpus writes it
-    k: int = 100  # songs to rank
-    n_clusters: int = 20  # clusters to propose
-    seed: int = 0  # randomness of sampling and random picks, per request
-    seed_songs: tuple = ()  # songs the playlist starts with (continuation; liked songs): never recommended again
-    exclude: frozenset = frozenset()  # songs never to recommend (skipped ones)
-    demote: frozenset = frozenset()  # clusters ranked lower (those of skipped songs)
-
-
-@dataclass
-class Recommendation:
-    clusters: list[tuple]  # proposed clusters, best (or first generated) first
-    songs: list[str]  # ranked songs, best first, at most k
-    cluster_scores: list[float] = field(default_factory=list)
-    song_scores: list[float] = field(default_factory=list)
-
-
-DEMOTION = 0.1  # a demoted cluster's songs keep this share of their score
-
-
-def excluded_codes(catalogue: Catalogue, request: Request) -> list[int]:
-    return [catalogue.code[s] for s in (*request.seed_songs, *request.exclude) if s in catalogue.code]
-
-
-def demoted(catalogue: Catalogue, scores: np.ndarray, request: Request) -> np.ndarray:
-    """Scores with the songs of the request's demoted clusters scaled by DEMOTION."""
-    if not request.demote:
-        return scores
-    numbers = [i for i, c in enumerate(catalogue.clusters) if c in request.demote]
-    return np.where(np.isin(catalogue.cluster, numbers), scores * DEMOTION, scores)
-
-
-def from_song_scores(catalogue: Catalogue, scores: np.ndarray, request: Request) -> Recommendation:
-    """A recommendation from one score per catalogue song: the top k songs (never a seed or excluded song; demoted
-    clusters' songs scaled down), and the clusters they weigh most in."""
-    scores = demoted(catalogue, scores, request)
-    top = catalogue.top_songs(scores, request.k, excluded_codes(catalogue, request))
-    clusters, mass = catalogue.clusters_by_mass(top, scores[top], request.n_clusters)
-    return Recommendation(clusters, [catalogue.songs[i] for i in top], mass, scores[top].tolist())
-
-
-class Recommender:
-    """The interface: `recommend(requests) -> one Recommendation per request`."""
-
-    name = "recommender"
-
-    def recommend(self, requests: Sequence[Request]) -> list[Recommendation]:
-        raise NotImplementedError
-
-    def song_distributions(self, requests: Sequence[Request]) -> np.ndarray:
-        """(requests, catalogue songs) probabilities, for methods that have them (fusion mixes these)."""
-        raise PipelineError(f"{self.name} gives no song distribution")
-
-    def cluster_scores(self, requests: Sequence[Request]) -> np.ndarray:
-        """(requests, catalogue clusters): how much each cluster holds of the request's song distribution (the CLI
-        explains a song by how its cluster's score moves when a title word is left out)."""
-        c = self.catalogue
-        has = c.cluster >= 0
-        return np.stack([np.bincount(c.cluster[has], weights=p[has], minlength=len(c.clusters))
-                         for p in self.song_distributions(requests)])
 
 
 class Popularity(Recommender):
@@ -418,57 +349,3 @@ class Fusion(Recommender):
 
     def recommend(self, requests):
         return [from_song_scores(self.catalogue, p, r) for p, r in zip(self.song_distributions(requests), requests)]
-
-
-def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: str = "popular",
-                      catalogue: Catalogue | None = None, playlists=None,
-                      write_index: bool = True) -> dict[str, Recommender]:
-    """The recommenders named in `methods` (of METHODS), sharing one catalogue and one loaded model. `pick`:
-    cluster -> song where a method picks one song per cluster (beam/sample decoding, random clusters)."""
-    from .catalogue import load_catalogue
-
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise PipelineError(f"unknown method(s) {unknown}: choose from {', '.join(METHODS)}")
-    catalogue = catalogue or load_catalogue(cfg, playlists, write=write_index)
-    g, r = cfg.generate, cfg.recommend
-    built: dict[str, Recommender] = {}
-    shared: dict = {}
-
-    def members():
-        """The training playlists' song matrix, built once for title kNN and co-occurrence."""
-        if "members" not in shared:
-            shared["members"] = playlist_members(catalogue)
-        return shared["members"]
-
-    def get(name: str) -> Recommender:
-        if name not in built:
-            if name == "model":
-                from .generation import load_generator
-
-                generator = load_generator(cfg, catalogue.clusters, device)
-                reads_seeds = read_json(cfg.corpus_meta_path, "run `python prepare_corpus.py` first").get(
-                    "continuation", 0) > 0
-                built[name] = T5Recommender(generator, catalogue, g, g.mode, pick, r.fill_to_k, reads_seeds)
-            elif name == "fusion":
-                built[name] = Fusion(get("model"), get("title_knn"), catalogue, r.fusion_weight, r.popularity_weight,
-                                     r.fusion, r.fusion_floor, get("cooccurrence"), r.seed_weight,
-                                     get("e5_knn") if r.e5_weight > 0 else None, r.e5_weight)
-            elif name == "e5_knn":
-                built[name] = E5KNN(catalogue, r.knn_neighbors, r.knn_text, members(), r.e5_temperature,
-                                    cfg.e5_cache_path if write_index else None)
-            elif name == "title_knn":
-                built[name] = TitleKNN(catalogue, r.knn_neighbors, r.knn_text, members())
-            elif name == "popularity":
-                built[name] = Popularity(catalogue)
-            elif name == "cooccurrence":
-                built[name] = CoOccurrence(catalogue, members())
-            elif name == "hstu":
-                from .sequential import load_sequential
-
-                built[name] = load_sequential(cfg, catalogue, device)
-            else:
-                built[name] = RandomClusters(catalogue, pick, r.fill_to_k)
-        return built[name]
-
-    return {m: get(m) for m in methods}

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .catalogue import Catalogue
 from .io import atomic_write
-from .recommend import Recommender, excluded_codes, from_song_scores
+from .recommender import Recommender, excluded_codes, from_song_scores
 
 log = logging.getLogger(__name__)
 

@@ -141,8 +141,8 @@ class PlaylistMaker:
     def __init__(self, cfg):
         from .catalogue import load_catalogue
         from .device import resolve_device
+        from .factory import load_recommenders
         from .io import read_json
-        from .recommend import load_recommenders
 
         self.cfg, self.requests, self.members = cfg, 0, None
         self.catalogue = load_catalogue(cfg)

@@ -1,0 +1,74 @@
+"""`load_recommenders`: the recommenders a config names, sharing one catalogue, one loaded model and one
+training-playlist song matrix."""
+
+from collections.abc import Sequence
+
+from config import RECOMMENDERS as METHODS
+
+from .catalogue import Catalogue
+from .io import PipelineError, read_json
+from .recommend import (
+    E5KNN,
+    CoOccurrence,
+    Fusion,
+    Popularity,
+    RandomClusters,
+    T5Recommender,
+    TitleKNN,
+    playlist_members,
+)
+from .recommender import Recommender
+
+
+def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: str = "popular",
+                      catalogue: Catalogue | None = None, playlists=None,
+                      write_index: bool = True) -> dict[str, Recommender]:
+    """The recommenders named in `methods` (of METHODS), sharing one catalogue and one loaded model. `pick`:
+    cluster -> song where a method picks one song per cluster (beam/sample decoding, random clusters)."""
+    from .catalogue import load_catalogue
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise PipelineError(f"unknown method(s) {unknown}: choose from {', '.join(METHODS)}")
+    catalogue = catalogue or load_catalogue(cfg, playlists, write=write_index)
+    g, r = cfg.generate, cfg.recommend
+    built: dict[str, Recommender] = {}
+    shared: dict = {}
+
+    def members():
+        """The training playlists' song matrix, built once for title kNN and co-occurrence."""
+        if "members" not in shared:
+            shared["members"] = playlist_members(catalogue)
+        return shared["members"]
+
+    def get(name: str) -> Recommender:
+        if name not in built:
+            if name == "model":
+                from .generation import load_generator
+
+                generator = load_generator(cfg, catalogue.clusters, device)
+                reads_seeds = read_json(cfg.corpus_meta_path, "run `python prepare_corpus.py` first").get(
+                    "continuation", 0) > 0
+                built[name] = T5Recommender(generator, catalogue, g, g.mode, pick, r.fill_to_k, reads_seeds)
+            elif name == "fusion":
+                built[name] = Fusion(get("model"), get("title_knn"), catalogue, r.fusion_weight, r.popularity_weight,
+                                     r.fusion, r.fusion_floor, get("cooccurrence"), r.seed_weight,
+                                     get("e5_knn") if r.e5_weight > 0 else None, r.e5_weight)
+            elif name == "e5_knn":
+                built[name] = E5KNN(catalogue, r.knn_neighbors, r.knn_text, members(), r.e5_temperature,
+                                    cfg.e5_cache_path if write_index else None)
+            elif name == "title_knn":
+                built[name] = TitleKNN(catalogue, r.knn_neighbors, r.knn_text, members())
+            elif name == "popularity":
+                built[name] = Popularity(catalogue)
+            elif name == "cooccurrence":
+                built[name] = CoOccurrence(catalogue, members())
+            elif name == "hstu":
+                from .sequential import load_sequential
+
+                built[name] = load_sequential(cfg, catalogue, device)
+            else:
+                built[name] = RandomClusters(catalogue, pick, r.fill_to_k)
+        return built[name]
+
+    return {m: get(m) for m in methods}
