@@ -33,6 +33,16 @@ PICKS = ("random", "popular", "weighted")  # cluster -> song
 SHOWN = ("diverse", "ranked", "sample", "cluster", *PICKS)  # ranked songs -> the playlist shown (playlist_gen.shown)
 EVAL_SPLITS = ("test", "val")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (transformers.set_seed) takes at most this
+# product -> the command that makes it: manifests record it, and every "not found" error says to run it
+COMMANDS = {"data": "python prepare_data.py", "semantic_ids": "python train_rq_kmeans.py",
+            "collisions": "python debug_collisions.py", "corpus": "python prepare_corpus.py",
+            "model": "python train_tiger.py", "evaluation": "python evaluate_tiger.py"}
+# files inside a folder that can be passed around whole (a method's IDs, a saved model, the checkpoint folder);
+# Config's paths below use them, and so do the loaders given such a folder
+METHOD_IDS_FILE, METHOD_META_FILE = "song_semantic_ids.jsonl", "meta.json"  # in Config.method_dir(method)
+CODEBOOKS_FILE, RQVAE_FILE = "codebooks.npz", "rqvae.pt"  # in Config.method_dir(method)
+MODEL_META_FILE = "tiger_meta.json"  # in a trained model's folder (Config.final_model_dir)
+RUN_INFO_FILE = "run_info.json"  # in Config.checkpoint_dir: what its checkpoints were trained on
 
 
 def opt(default, help: str, *, choices: tuple | None = None, each: tuple | None = None, ge=None, gt=None, le=None,
@@ -374,6 +384,19 @@ class Config:
         """Per-method copy of the IDs, so debug_collisions.py can compare methods."""
         return Path(self.output_dir) / "semantic_ids" / method
 
+    def method_ids_path(self, method: str) -> Path:
+        return self.method_dir(method) / METHOD_IDS_FILE
+
+    def method_meta_path(self, method: str) -> Path:
+        return self.method_dir(method) / METHOD_META_FILE
+
+    def codebooks_path(self, method: str) -> Path:
+        return self.method_dir(method) / CODEBOOKS_FILE
+
+    @property
+    def rqvae_checkpoint_path(self) -> Path:
+        return self.method_dir("rqvae") / RQVAE_FILE
+
     @property
     def semantic_ids_path(self) -> Path:
         return Path(self.output_dir) / "song_semantic_ids.jsonl"
@@ -406,6 +429,10 @@ class Config:
     @property
     def final_model_dir(self) -> Path:
         return Path(self.model_dir) / "tiger_final"
+
+    @property
+    def model_meta_path(self) -> Path:
+        return self.final_model_dir / MODEL_META_FILE
 
     @property
     def train_summary_path(self) -> Path:

@@ -18,7 +18,7 @@ def main(argv=None):
     from playlist_gen.collisions import build_reports, format_table, write_report
 
     reads = manifest.Reads(cfg)
-    method_files = [cfg.method_dir(m) / name for m in ("rqkmeans", "rqvae") for name in ("codebooks.npz", "rqvae.pt")]
+    method_files = [cfg.codebooks_path("rqkmeans"), cfg.codebooks_path("rqvae"), cfg.rqvae_checkpoint_path]
     reads.require("semantic_ids", [cfg.semantic_ids_path, cfg.semantic_meta_path], optional=method_files)
     vectors = manifest.require_vectors(reads)
     reads.require("data", [cfg.song_info_path] if cfg.song_info_path.exists() else [])

@@ -23,10 +23,10 @@ def assign_only(cfg) -> int:
     """New songs of the song vectors -> the nearest existing cluster under the saved codebooks (no refit); the
     manifest records the new IDs as an extension of the old ones."""
     from playlist_gen import manifest
-    from playlist_gen.kmeans import CODEBOOKS_FILE, l2_normalize, load_codebooks
+    from playlist_gen.kmeans import l2_normalize, load_codebooks
     from playlist_gen.semantic_ids import assign_new_songs, output_files
 
-    files = [cfg.method_dir(METHOD) / CODEBOOKS_FILE, *output_files(cfg, METHOD)]
+    files = [cfg.codebooks_path(METHOD), *output_files(cfg, METHOD)]
     compatible = manifest.extending(cfg, "semantic_ids", files)
     reads = manifest.Reads(cfg)
     vectors = manifest.require_vectors(reads)
@@ -44,7 +44,6 @@ def main(argv=None):
     from playlist_gen import manifest
     from playlist_gen.data import load_song_vectors
     from playlist_gen.kmeans import (
-        CODEBOOKS_FILE,
         code_usage,
         codebook_sizes,
         l2_normalize,
@@ -71,8 +70,8 @@ def main(argv=None):
             "backend": kmeans.name, "device": str(getattr(kmeans, "device", "faiss")), "n_iter": rq_cfg.n_iter,
             "seed": cfg.seed, "residual_energy": rq.inertia, "usage": code_usage(rq.codes, rq.codebook_sizes),
             "seconds": {"kmeans_per_level": rq.seconds, "total": time.perf_counter() - t0},
-            "codebooks_file": CODEBOOKS_FILE}
-    files = [cfg.method_dir(METHOD) / CODEBOOKS_FILE, *output_files(cfg, METHOD)]
+            "codebooks_file": cfg.codebooks_path(METHOD).name}
+    files = [cfg.codebooks_path(METHOD), *output_files(cfg, METHOD)]
     manifest.begin(cfg, "semantic_ids", files, "python train_rq_kmeans.py")
     save_codebooks(files[0], rq.codebooks, normalize=rq_cfg.normalize)
     save_outputs(cfg, METHOD, song_ids, rq.codes, meta)

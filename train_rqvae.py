@@ -25,12 +25,11 @@ def assign_only(cfg) -> int:
     import torch
 
     from playlist_gen import manifest
-    from playlist_gen.kmeans import CODEBOOKS_FILE, l2_normalize
-    from playlist_gen.rqvae import CHECKPOINT_FILE, load_checkpoint
+    from playlist_gen.kmeans import l2_normalize
+    from playlist_gen.rqvae import load_checkpoint
     from playlist_gen.semantic_ids import assign_new_songs, output_files
 
-    base = cfg.method_dir(METHOD)
-    files = [base / CHECKPOINT_FILE, base / CODEBOOKS_FILE, *output_files(cfg, METHOD)]
+    files = [cfg.rqvae_checkpoint_path, cfg.codebooks_path(METHOD), *output_files(cfg, METHOD)]
     compatible = manifest.extending(cfg, "semantic_ids", files)
     reads = manifest.Reads(cfg)
     vectors = manifest.require_vectors(reads)
@@ -53,8 +52,8 @@ def main(argv=None):
     cfg = parse_config(argv, __doc__, SECTIONS)
     from playlist_gen import manifest
     from playlist_gen.data import load_song_vectors
-    from playlist_gen.kmeans import CODEBOOKS_FILE, codebook_sizes, l2_normalize, save_codebooks
-    from playlist_gen.rqvae import CHECKPOINT_FILE, save_checkpoint, train_rqvae
+    from playlist_gen.kmeans import codebook_sizes, l2_normalize, save_codebooks
+    from playlist_gen.rqvae import save_checkpoint, train_rqvae
     from playlist_gen.semantic_ids import check_not_collapsed, output_files, save_outputs
 
     rq_cfg = cfg.rqvae
@@ -74,9 +73,8 @@ def main(argv=None):
             "n_train": result.n_train, "n_val": result.n_val, "best_epoch": result.best_epoch,
             "best_val_recon": result.best_val_recon, "codes_reseeded": result.reseeded, "usage": result.usage,
             "history": result.history, "seconds": {"train": result.seconds, "total": time.perf_counter() - t0},
-            "checkpoint_file": CHECKPOINT_FILE, "codebooks_file": CODEBOOKS_FILE}
-    base = cfg.method_dir(METHOD)
-    files = [base / CHECKPOINT_FILE, base / CODEBOOKS_FILE, *output_files(cfg, METHOD)]
+            "checkpoint_file": cfg.rqvae_checkpoint_path.name, "codebooks_file": cfg.codebooks_path(METHOD).name}
+    files = [cfg.rqvae_checkpoint_path, cfg.codebooks_path(METHOD), *output_files(cfg, METHOD)]
     manifest.begin(cfg, "semantic_ids", files, "python train_rqvae.py")
     save_checkpoint(files[0], result.model, normalize=rq_cfg.normalize, best_epoch=result.best_epoch,
                     best_val_recon=result.best_val_recon)

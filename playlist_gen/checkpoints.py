@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
+from config import RUN_INFO_FILE
+
 from .io import PipelineError, read_json, write_json
 
 log = logging.getLogger(__name__)
 
-RUN_INFO = "run_info.json"  # in the checkpoint folder: what the checkpoints were trained on
 
 
 ARCH_FIELDS = ("model_name", "sp_vocab_size", "lowercase", "cjk_chars", "d_model", "d_ff", "num_layers",
@@ -57,11 +58,11 @@ def complete_checkpoint(ckpt_dir) -> Path | None:
     return max(found)[1] if found else None
 
 
-CHECKPOINT_PARTS = ("checkpoint-*", "tokenizer", RUN_INFO)  # what train_tiger.py puts in the checkpoint folder
+CHECKPOINT_PARTS = ("checkpoint-*", "tokenizer", RUN_INFO_FILE)  # what train_tiger.py puts in the checkpoint folder
 
 
 def clear_checkpoints(ckpt_dir: Path) -> None:
-    """Delete what train_tiger.py wrote in the checkpoint folder (marked by RUN_INFO); anything else stays."""
+    """Delete what train_tiger.py wrote in the checkpoint folder (marked by RUN_INFO_FILE); anything else stays."""
     log.info("starting over: removing the checkpoints in %s", ckpt_dir)
     for pattern in CHECKPOINT_PARTS:
         for p in ckpt_dir.glob(pattern):
@@ -71,15 +72,15 @@ def clear_checkpoints(ckpt_dir: Path) -> None:
 def prepare_checkpoint_dir(ckpt_dir, fp: dict, resume: bool) -> Path | None:
     """Rank 0: the checkpoint to resume from (or None), after checking it was made for this run.
 
-    Only a folder train_tiger.py made (it holds RUN_INFO) is ever cleared, and only of what it wrote there: when
+    Only a folder train_tiger.py made (it holds RUN_INFO_FILE) is ever cleared, and only of what it wrote there: when
     it holds no complete checkpoint of this corpus/config, or with resume=false. Incomplete checkpoints (a run
     killed while saving) are deleted so the Trainer never picks one."""
     from transformers.trainer_utils import get_last_checkpoint
 
     ckpt_dir = Path(ckpt_dir)
-    info_path = ckpt_dir / RUN_INFO
+    info_path = ckpt_dir / RUN_INFO_FILE
     if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()) and not info_path.exists():
-        raise PipelineError(f"{ckpt_dir} holds files train_tiger.py did not write (no {RUN_INFO}); move them, or "
+        raise PipelineError(f"{ckpt_dir} holds files train_tiger.py did not write (no {RUN_INFO_FILE}); move them, or "
                             "choose another --model_dir")
     old = read_json(info_path, "delete it and train again") if info_path.exists() else None
     last = complete_checkpoint(ckpt_dir) if ckpt_dir.exists() else None

@@ -14,7 +14,7 @@ import numpy as np
 
 from .data import load_song_vectors, read_csv_strings
 from .io import atomic_write, write_json
-from .kmeans import CODEBOOKS_FILE, code_usage, l2_normalize, load_codebooks, reconstruct
+from .kmeans import code_usage, l2_normalize, load_codebooks, reconstruct
 from .semantic_ids import MADE_BY, clusters, load_semantic_ids, read_meta
 
 log = logging.getLogger(__name__)
@@ -27,13 +27,13 @@ SONGS_SHOWN = 10  # songs listed per large cluster
 def available_methods(cfg) -> list[str]:
     """Methods to report: the current one first, then every other method folder with IDs."""
     current = read_meta(cfg.semantic_meta_path)["method"]
-    others = [m for m in METHODS if m != current and (cfg.method_dir(m) / "meta.json").exists()]
+    others = [m for m in METHODS if m != current and cfg.method_meta_path(m).exists()]
     return [current, *others]
 
 
 def load_method_ids(cfg, method: str) -> tuple[dict, dict]:
     """A method's own copy of the IDs when it has one, else the current IDs."""
-    return load_semantic_ids(cfg, method if (cfg.method_dir(method) / "meta.json").exists() else None)
+    return load_semantic_ids(cfg, method if cfg.method_meta_path(method).exists() else None)
 
 
 def song_names(cfg) -> dict[str, tuple[str, str]]:
@@ -69,22 +69,21 @@ def largest_clusters(song_to_ids: dict, names: dict, top: int = TOP_CLUSTERS) ->
 
 def reconstructions(cfg, method: str, meta: dict, codes: np.ndarray) -> np.ndarray | None:
     """Each song's vector as its codes reproduce it (None when the method's files are missing)."""
-    base = cfg.method_dir(method)
     if method == "rqvae":
         import torch
 
-        from .rqvae import CHECKPOINT_FILE, load_checkpoint
+        from .rqvae import load_checkpoint
 
-        if not (base / CHECKPOINT_FILE).exists():
-            log.warning("%s not found: no reconstruction quality for rqvae", base / CHECKPOINT_FILE)
+        if not cfg.rqvae_checkpoint_path.exists():
+            log.warning("%s not found: no reconstruction quality for rqvae", cfg.rqvae_checkpoint_path)
             return None
-        model, _ = load_checkpoint(base / CHECKPOINT_FILE, MADE_BY)
+        model, _ = load_checkpoint(cfg.rqvae_checkpoint_path, MADE_BY)
         with torch.no_grad():
             return model.decode_codes(torch.as_tensor(codes)).numpy()
-    if not (base / CODEBOOKS_FILE).exists():
-        log.warning("%s not found: no reconstruction quality for %s", base / CODEBOOKS_FILE, method)
+    if not cfg.codebooks_path(method).exists():
+        log.warning("%s not found: no reconstruction quality for %s", cfg.codebooks_path(method), method)
         return None
-    books, _ = load_codebooks(base / CODEBOOKS_FILE, MADE_BY)
+    books, _ = load_codebooks(cfg.codebooks_path(method), MADE_BY)
     return reconstruct(codes, books)
 
 

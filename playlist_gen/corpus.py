@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from config import ORDERS
+from config import COMMANDS, ORDERS
 
 from . import tokens
 from .io import PipelineError, atomic_write, read_json, require_file
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 SEEDED = "train_seeded"  # continuation examples of the training playlists (a split file of their own)
 COLUMNS = ("glid", "title", "target")
-MADE_BY = "run `python prepare_corpus.py` first"
+MADE_BY = f"run `{COMMANDS['corpus']}` first"
 EXTRA_AUTO = ("tags",)  # extra_columns=auto: these columns, when the info file has them
 TARGET_CHUNK = 100_000  # playlists joined per step: bounds the per-entry string list (memory)
 _TSV_SPECIAL = re.compile(r'[\t\n\r"]')  # characters that may make the csv module quote a field

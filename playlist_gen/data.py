@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from config import COMMANDS
+
 from .io import PipelineError, atomic_write, require_file
 
 log = logging.getLogger(__name__)
 
-MADE_BY = ("run `python prepare_data.py --source=demo` (or --source=mpd --path=...) first, or put your own "
+MADE_BY = (f"run `{COMMANDS['data']} --source=demo` (or --source=mpd --path=...) first, or put your own "
            "file there and check it with --source=csv")
 
 

@@ -225,9 +225,9 @@ class PlaylistGenerator:
 def require_model(cfg) -> None:
     """Fail before any slow loading when stage 3 has not run."""
     from .io import require_file
-    from .modeling import MADE_BY, META_FILE
+    from .modeling import MADE_BY
 
-    require_file(cfg.final_model_dir / META_FILE, f"no trained model in {cfg.final_model_dir}; {MADE_BY}")
+    require_file(cfg.model_meta_path, f"no trained model in {cfg.final_model_dir}; {MADE_BY}")
 
 
 def load_generator(cfg, clusters, device: str = "cpu") -> PlaylistGenerator:

@@ -33,7 +33,6 @@ from .io import PipelineError, atomic_write, require_file
 
 log = logging.getLogger(__name__)
 
-CODEBOOKS_FILE = "codebooks.npz"  # in cfg.method_dir(method)
 
 
 @dataclass

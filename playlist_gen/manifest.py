@@ -23,12 +23,10 @@ import os
 import shutil
 from pathlib import Path
 
+from config import COMMANDS  # product -> the command that makes it (its manifest: Config.manifest_path)
+
 from .io import PipelineError, read_json, write_json
 
-# product -> the command that makes it; where its manifest lives is config.Config.manifest_path
-COMMANDS = {"data": "python prepare_data.py", "semantic_ids": "python train_rq_kmeans.py",
-            "collisions": "python debug_collisions.py", "corpus": "python prepare_corpus.py",
-            "model": "python train_tiger.py", "evaluation": "python evaluate_tiger.py"}
 WHAT = {"data": "the data", "semantic_ids": "the semantic IDs", "corpus": "the corpus", "model": "the model",
         "collisions": "the collisions report", "evaluation": "the evaluation"}
 CHUNK = 1 << 20  # bytes hashed per read: MPD-scale files are hundreds of MB
@@ -288,9 +286,8 @@ def _adopt_semantic_ids(cfg, reads: Reads) -> dict | None:
     if not cfg.semantic_meta_path.exists():
         return None
     method = read_json(cfg.semantic_meta_path, "").get("method", "rqkmeans")
-    base = cfg.method_dir(method)
-    files = _existing([cfg.semantic_ids_path, cfg.semantic_meta_path, base / "song_semantic_ids.jsonl",
-                       base / "meta.json", base / "codebooks.npz", base / "rqvae.pt"])
+    files = _existing([cfg.semantic_ids_path, cfg.semantic_meta_path, cfg.method_ids_path(method),
+                       cfg.method_meta_path(method), cfg.codebooks_path(method), cfg.rqvae_checkpoint_path])
     if reads.manifest("data").get("vectors"):
         require_vectors(reads)
     command = "python train_rqvae.py" if method == "rqvae" else COMMANDS["semantic_ids"]

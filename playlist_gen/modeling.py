@@ -14,14 +14,15 @@ import logging
 import re
 from pathlib import Path
 
+from config import COMMANDS, MODEL_META_FILE
+
 from . import tokens
 from .io import PipelineError, atomic_dir, read_json, write_json
 from .text import CJK
 
 log = logging.getLogger(__name__)
 
-META_FILE = "tiger_meta.json"
-MADE_BY = "run `python train_tiger.py` first"
+MADE_BY = f"run `{COMMANDS['model']}` first"
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"  # ids 0, 1, 2 in a scratch vocabulary, as in T5
 _MIN_SP_VOCAB = 300  # 256 byte pieces + specials + a few characters; the data may allow fewer pieces
 
@@ -146,7 +147,7 @@ def save_final(model, tok, meta: dict, final_dir) -> Path:
     with atomic_dir(final_dir) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        write_json(Path(tmp) / META_FILE, meta)
+        write_json(Path(tmp) / MODEL_META_FILE, meta)
     return Path(final_dir)
 
 
@@ -156,7 +157,7 @@ def load_tiger_runtime(model_dir, device="cpu"):
     from .t5_runtime import load_runtime
 
     model_dir = Path(model_dir)
-    meta = read_json(model_dir / META_FILE, f"{model_dir} has no trained model; {MADE_BY}")
+    meta = read_json(model_dir / MODEL_META_FILE, f"{model_dir} has no trained model; {MADE_BY}")
     runtime, tok = load_runtime(model_dir, device)
     check_tokenizer(tok, semantic_tokens(meta))
     return runtime, tok, meta

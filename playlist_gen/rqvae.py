@@ -24,7 +24,6 @@ from .kmeans import code_usage, make_kmeans, residual_kmeans, threads_for
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "rqvae.pt"  # in cfg.method_dir("rqvae")
 
 
 def _mlp(dims: list[int]) -> nn.Sequential:

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from config import COMMANDS
+
 from .io import PipelineError, atomic_write, read_json, require_file, write_json
 
-MADE_BY = "run `python train_rq_kmeans.py` (or `python train_rqvae.py`) first"
+MADE_BY = f"run `{COMMANDS['semantic_ids']}` (or `python train_rqvae.py`) first"
 log = logging.getLogger(__name__)
 
 
@@ -56,9 +58,8 @@ def read_semantic_ids(path, levels: int | None = None) -> dict[str, tuple[int, .
 
 def load_semantic_ids(cfg, method: str | None = None) -> tuple[dict[str, tuple[int, ...]], dict]:
     """The current IDs (or one method's copy) and their metadata."""
-    base = cfg.method_dir(method) if method else None
-    meta_path = base / "meta.json" if base else cfg.semantic_meta_path
-    ids_path = base / "song_semantic_ids.jsonl" if base else cfg.semantic_ids_path
+    meta_path = cfg.method_meta_path(method) if method else cfg.semantic_meta_path
+    ids_path = cfg.method_ids_path(method) if method else cfg.semantic_ids_path
     meta = read_meta(meta_path)
     return read_semantic_ids(ids_path, meta["levels"]), meta
 
@@ -115,8 +116,7 @@ def clusters(song_to_ids: dict) -> dict[tuple[int, ...], list[str]]:
 
 def output_files(cfg, method: str) -> list[Path]:
     """What save_outputs writes: the method's copy of the IDs and metadata, and the current ones."""
-    base = cfg.method_dir(method)
-    return [base / "song_semantic_ids.jsonl", base / "meta.json", cfg.semantic_ids_path, cfg.semantic_meta_path]
+    return [cfg.method_ids_path(method), cfg.method_meta_path(method), cfg.semantic_ids_path, cfg.semantic_meta_path]
 
 
 def save_outputs(cfg, method: str, song_ids, codes, meta: dict) -> Path:
@@ -125,8 +125,8 @@ def save_outputs(cfg, method: str, song_ids, codes, meta: dict) -> Path:
     Codebooks and other method files go into the returned folder, written by the caller.
     """
     base = cfg.method_dir(method)
-    write_semantic_ids(base / "song_semantic_ids.jsonl", song_ids, codes)
-    write_json(base / "meta.json", meta)
+    write_semantic_ids(cfg.method_ids_path(method), song_ids, codes)
+    write_json(cfg.method_meta_path(method), meta)
     write_semantic_ids(cfg.semantic_ids_path, song_ids, codes)
     write_json(cfg.semantic_meta_path, meta)
     return base

@@ -3,8 +3,9 @@ runtime (playlist_gen.t5_runtime, which never imports transformers) against."""
 
 from pathlib import Path
 
+from config import MODEL_META_FILE
 from playlist_gen.io import read_json
-from playlist_gen.modeling import META_FILE, check_tokenizer, semantic_tokens
+from playlist_gen.modeling import check_tokenizer, semantic_tokens
 
 
 def load_tiger(model_dir, device="cpu"):
@@ -12,7 +13,7 @@ def load_tiger(model_dir, device="cpu"):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     model_dir = Path(model_dir)
-    meta = read_json(model_dir / META_FILE, "")
+    meta = read_json(model_dir / MODEL_META_FILE, "")
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, local_files_only=True).to(device).eval()
     check_tokenizer(tok, semantic_tokens(meta))

@@ -12,6 +12,7 @@ from test_corpus import config_for, make_world
 
 import prepare_corpus
 import train_tiger
+from config import RUN_INFO_FILE
 from playlist_gen import checkpoints, examples, fast_dropout, losses, modeling, tokens, training
 from playlist_gen.io import PipelineError
 from tests.reference import load_tiger
@@ -160,13 +161,13 @@ def test_checkpoint_folder_resumes_only_complete_matching_checkpoints(tmp_path):
         if complete:
             (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     fp = {"corpus": "abc", "d_model": 32}
-    (ckpt / checkpoints.RUN_INFO).write_text(json.dumps(fp))
+    (ckpt / RUN_INFO_FILE).write_text(json.dumps(fp))
     assert checkpoints.prepare_checkpoint_dir(ckpt, fp, resume=True) == ckpt / "checkpoint-10"
     assert not (ckpt / "checkpoint-15").exists()  # killed while saving
     with pytest.raises(PipelineError, match=r"checkpoints of another run \(tiger.d_model 32 -> 64\): re-run with"):
         checkpoints.prepare_checkpoint_dir(ckpt, {**fp, "d_model": 64}, resume=True)
     assert checkpoints.prepare_checkpoint_dir(ckpt, {**fp, "d_model": 64}, resume=False) is None
-    assert list(ckpt.iterdir()) == [ckpt / checkpoints.RUN_INFO]
+    assert list(ckpt.iterdir()) == [ckpt / RUN_INFO_FILE]
 
 
 def test_loading_a_missing_model_says_what_to_run(tmp_path):
