@@ -13,6 +13,7 @@ import os
 import time
 
 from playlist_gen.cli import parse_config, run_script, save_config
+from playlist_gen.device import share_cores_gracefully
 from playlist_gen.io import PipelineError, exclusive
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,9 @@ SECTIONS = ("tiger",)  # the config sections --help lists first
 
 def main(argv=None):
     cfg = parse_config(argv, __doc__, SECTIONS)
+    if share_cores_gracefully():  # before torch is imported
+        log.info("the machine is busy (load %.1f): OpenMP threads sleep at barriers instead of spinning",
+                 os.getloadavg()[0])
     first = os.environ.get("RANK", "0") == "0"  # under torchrun the first process holds the folder for all
     with exclusive(cfg.model_dir, "train_tiger.py") if first else contextlib.nullcontext():
         train(cfg)

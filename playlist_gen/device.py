@@ -30,6 +30,24 @@ def resolve_device(setting: str = "auto", local_rank: int = 0, cpu_threads: int 
     return "cpu"
 
 
+BUSY_LOAD = 0.5  # 1-minute load average per core above which the machine counts as shared
+
+
+def share_cores_gracefully() -> str | None:
+    """Before torch is imported (its OpenMP runtime reads the policy once): on a machine that other processes keep
+    busy, threads waiting at a barrier sleep (OMP_WAIT_POLICY=PASSIVE) instead of spinning, which took the default
+    2-thread training from 3.3x slower beside one busy process to none slower, at a cost on an idle machine (0.23
+    against 0.14 s per step), where they keep spinning. The thread count stays what --tiger.threads says, so the
+    weights do not depend on the load; a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept. Returns the policy
+    set, if any. bench/bench_threads.py measures the policies side by side (README "Speed")."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return None
+    if os.getloadavg()[0] <= BUSY_LOAD * (os.cpu_count() or 1):
+        return None
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return "PASSIVE"
+
+
 class Distributed:
     """Rank, world size and device from torchrun's environment (a single process without it)."""
 

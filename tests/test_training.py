@@ -353,3 +353,17 @@ def test_a_second_training_on_the_same_model_dir_is_refused_and_kill_9_frees_it(
     time.sleep(0.1)
     with exclusive(models, "train_tiger.py"):  # nothing stuck after kill -9
         pass
+
+
+def test_on_a_busy_machine_training_threads_sleep_at_barriers_unless_the_user_chose(monkeypatch):
+    from playlist_gen import device
+
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.4, 0.4))
+    assert device.share_cores_gracefully() is None and "OMP_WAIT_POLICY" not in os.environ  # idle: spin, fastest
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))
+    assert device.share_cores_gracefully() == "PASSIVE" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert device.share_cores_gracefully() is None and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's
