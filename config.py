@@ -291,6 +291,10 @@ class GenerateConfig:
     explain: bool = opt(False, "say per song why it is there (a liked song, a title word) and show its cluster")
     interactive: bool = opt(False, "read titles and feedback (+3 -5 more new) from stdin even when it is not a "
                                    "terminal (scripted sessions); without it piped lines are titles")
+    serve: bool = opt(False, "serve the playlist API and web page over HTTP (FastAPI) instead of a prompt")
+    host: str = opt("127.0.0.1", "--serve: address to listen on (127.0.0.1: this machine only; 0.0.0.0: every "
+                                 "network it is on)")
+    port: int = opt(8000, "--serve: TCP port", ge=1, le=65535)
     batch_size: int = opt(32, "titles per generation batch", ge=1)
     cpu_threads: int = opt(1, "torch threads for generation on CPU; 1 is fastest for its small matmuls; 0 = "
                               "torch's default", ge=0)
@@ -459,6 +463,12 @@ class Config:
     def shown_tradeoff_path(self) -> Path:
         """The shown playlist's precision against its distinct artists, per --pick policy."""
         return Path(self.output_dir) / "shown_tradeoff.png"
+
+    # ---- stage 5: the service ----
+    @property
+    def feedback_db_path(self) -> Path:
+        """Every playlist served and every like, skip, more and new (SQLite, WAL): generate_playlist.py --serve."""
+        return Path(self.output_dir) / "feedback.db"
 
     @property
     def e5_cache_path(self) -> Path:

@@ -12,6 +12,10 @@ word that led to it) and shows a few other songs of its cluster.
 catalogue; each match is printed). --extra_text adds what the model was trained to read after the title
 (NetEase tags: `--extra_text "华语 流行"`).
 
+`--serve [--host 127.0.0.1] [--port 8000]` serves the same playlists over HTTP instead: a web page at `/`, the API
+(POST /playlists, POST /playlists/{id}/feedback, GET /songs?q=, GET /health) documented at /docs; every playlist
+served and every like and skip is kept in output_dir/feedback.db.
+
 At the prompt, after a playlist / 歌单之后 (--interactive reads them from a pipe too):
   +3 +7  like songs 3 and 7 (喜欢): they seed the next playlist     -5    skip song 5 (跳过): never again
   more   the next songs of this playlist (更多)                      new   forget the likes (重新开始)
@@ -71,8 +75,9 @@ class Background:
         return self.result
 
 
-def repl(maker: Background) -> None:
-    """Ask for titles and feedback until exit/quit, Ctrl-D or Ctrl-C; an empty line asks again."""
+def repl(maker: Background, record=None) -> None:
+    """Ask for titles and feedback until exit/quit, Ctrl-D or Ctrl-C; an empty line asks again. `record`: where
+    every playlist, like and skip goes (a FeedbackLog's record)."""
     from playlist_gen.session import FEEDBACK_HELP, Session
 
     print(FEEDBACK_HELP)
@@ -83,7 +88,7 @@ def repl(maker: Background) -> None:
             if line.lower() in EXIT_WORDS:
                 return
             if line:
-                session = session or Session(maker.get())
+                session = session or Session(maker.get(), record)
                 print(session.handle(line), flush=True)
         except (EOFError, KeyboardInterrupt):
             print()
@@ -117,7 +122,12 @@ def main(argv=None):
         usage_error("--title is blank: give a title, or leave --title out to type titles at a prompt")
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8 reach the check below
-    if cfg.generate.title.strip():
+    if cfg.generate.serve:
+        from playlist_gen.http_api import serve
+
+        check_options(cfg)
+        serve(cfg)
+    elif cfg.generate.title.strip():
         check_options(cfg)
         show(loaded(cfg), cfg.generate.title)
     elif not sys.stdin.isatty() and not cfg.generate.interactive:
@@ -138,10 +148,15 @@ def main(argv=None):
         check_options(cfg)
         root, level = logging.getLogger(), logging.getLogger().level
         root.setLevel(logging.WARNING)  # no INFO lines of the loading thread onto the prompt
+        from playlist_gen.feedback_log import FeedbackLog
+        from playlist_gen.service import served_versions
+
+        log_db = FeedbackLog(cfg.feedback_db_path, served_versions(cfg), source="cli")
         try:
-            repl(Background(lambda: loaded(cfg)))
+            repl(Background(lambda: loaded(cfg)), log_db.record)
         finally:
             root.setLevel(level)
+            log_db.close()
 
 
 if __name__ == "__main__":

@@ -74,8 +74,9 @@ def split_seed_songs(text: str) -> list[str]:
 class Session:
     """The state between playlists: the title, what was shown, likes, skips and lowered clusters."""
 
-    def __init__(self, maker):
-        self.maker = maker
+    def __init__(self, maker, record=None):
+        self.maker, self.record = maker, record  # record: a FeedbackLog's record (every playlist, like, skip...)
+        self.playlist_id: str | None = None
         self.liked: list[str] = []
         self.skipped: set[str] = set()
         self.demoted: set[tuple] = set()
@@ -94,9 +95,12 @@ class Session:
         if line.lower() in ("more", "更多"):
             if self.title is None:
                 return "no playlist yet: type a title first"
+            self.log([("more", None, None)])
             return self.playlist(self.title, more=True)
         if line.lower() in ("new", "重新开始"):
-            self.liked, self.demoted = [], set()
+            if self.title is not None:
+                self.log([("new", None, None)])
+            self.forget_likes()
             return "likes and lowered clusters forgotten (skipped songs stay out); type a title"
         if line.lower() in ("help", "?", "帮助"):
             return FEEDBACK_HELP
@@ -104,20 +108,48 @@ class Session:
             return f"{printable(line)!r} is not feedback: like or skip by number (+3 -5); {FEEDBACK_HELP}"
         return self.playlist(line)
 
-    def playlist(self, title: str, more: bool = False) -> str:
+    def songs(self, title: str, more: bool = False) -> tuple[int, list[tuple[str, tuple | None]]]:
+        """The next songs for `title` (a new playlist, or with `more` the next songs of this one) and the position of
+        the first: never a song shown in this playlist, skipped, or liked (liked songs seed the request)."""
         if not more:
-            self.title, self.shown = title, []
+            import uuid
+
+            self.title, self.shown, self.playlist_id = title, [], uuid.uuid4().hex[:12]
         exclude = self.skipped | {s for s, _ in self.shown}
         songs = self.maker.playlist(title, tuple(self.liked), frozenset(exclude), frozenset(self.demoted))
         start = len(self.shown) + 1
         self.shown += songs
+        self.log([("shown", s, start + j) for j, (s, _) in enumerate(songs)])
+        return start, songs
+
+    def log(self, actions) -> None:
+        """(action, song, position) of this playlist into the feedback log, when there is one."""
+        if self.record is not None and actions:
+            from .feedback_log import Event
+
+            self.record([Event(self.playlist_id, self.title, *a) for a in actions])
+
+    def playlist(self, title: str, more: bool = False) -> str:
+        start, songs = self.songs(title, more)
         return self.maker.format(title, songs, start=start, seeds=self.liked)
 
-    def feedback(self, fb: Feedback) -> str:
+    def forget_likes(self) -> None:
+        """`new`: likes and lowered clusters go; skipped songs stay out."""
+        self.liked, self.demoted = [], set()
+
+    def problem(self, fb: Feedback) -> str | None:
+        """Why the feedback cannot apply (a position not shown), or None."""
         bad = [n for n in fb.like + fb.skip if not 1 <= n <= len(self.shown)]
-        if bad:
-            return f"no song {bad[0]} here: the playlist shows songs 1-{len(self.shown)}" if self.shown else \
-                "no playlist yet: type a title first"
+        if not bad:
+            return None
+        return f"no song {bad[0]} here: the playlist shows songs 1-{len(self.shown)}" if self.shown else \
+            "no playlist yet: type a title first"
+
+    def feedback(self, fb: Feedback) -> str:
+        problem = self.problem(fb)
+        if problem:
+            return problem
+        self.log([(kind, self.shown[n - 1][0], n) for kind, ns in (("like", fb.like), ("skip", fb.skip)) for n in ns])
         said = []
         for n in fb.like:
             song = self.shown[n - 1][0]
@@ -144,7 +176,7 @@ class PlaylistMaker:
         from .factory import load_recommenders
         from .io import read_json
 
-        self.cfg, self.requests, self.members = cfg, 0, None
+        self.cfg, self.requests, self.members, self.scores = cfg, 0, None, {}
         self.catalogue = load_catalogue(cfg)
         self.normalize = read_json(cfg.corpus_meta_path, "run `python prepare_corpus.py` first").get("normalize", True)
         device = resolve_device("auto", 0, cfg.generate.cpu_threads)
@@ -204,6 +236,7 @@ class PlaylistMaker:
         k = candidates(g.num_songs) + len(exclude)
         request = Request(self.text(title), k, g.num_songs, seed, seeds, frozenset(exclude), frozenset(demote))
         rec = self.recommender.recommend([request])[0]
+        self.scores = dict(zip(rec.songs, rec.song_scores))  # the last request's song scores (the service shows them)
         return show(rec, self.catalogue, ShowPolicy.from_config(g), np.random.default_rng(seed),
                     frozenset(exclude) | frozenset(seeds))
 

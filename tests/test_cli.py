@@ -317,6 +317,8 @@ def _playlists(out: str) -> list[list[tuple[int, str]]]:
 
 def test_repl_feedback_through_stdin_likes_skips_more_new(pipeline, monkeypatch, capsys):
     script = "chill\n+1 +2\n-3\nmore\nchill\nnew\nchill\n+99\nexit\n"
+    for f in Path(config_for(pipeline).output_dir).glob("feedback.db*"):  # this session's rows only
+        f.unlink()
     out = cli([*pipeline, "--interactive", "--num_songs=6", "--pick=popular"], monkeypatch, capsys, stdin=script)
     assert "+3 +7" in out and "喜欢" in out  # the feedback help, in Chinese and English
     first, more, seeded, fresh = _playlists(out)
@@ -328,6 +330,12 @@ def test_repl_feedback_through_stdin_likes_skips_more_new(pipeline, monkeypatch,
     assert not {s for _, s in seeded} & {*liked, skipped}  # liked songs seed it, never shown again; skipped gone
     assert names[0] in {s for _, s in fresh} and skipped not in {s for _, s in fresh}  # `new` forgot the likes only
     assert "no song 99 here: the playlist shows songs 1-6" in out
+    from playlist_gen.feedback_log import read_events
+
+    events = read_events(config_for(pipeline).feedback_db_path)  # the prompt keeps what the service keeps
+    assert {e["source"] for e in events} == {"cli"}
+    assert [e["action"] for e in events if e["action"] != "shown"] == ["like", "like", "skip", "more", "new"]
+    assert sum(e["action"] == "shown" for e in events) == len(first) + len(more) + len(seeded) + len(fresh)
 
 
 def test_seed_songs_by_name_are_matched_said_and_left_out(pipeline, monkeypatch, capsys):

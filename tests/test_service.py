@@ -1,0 +1,168 @@
+"""The playlist service (playlist_gen.service) and its HTTP front end (playlist_gen.http_api): good and bad requests,
+the CLI and the API agreeing, feedback on disk when acknowledged (kill -9), and concurrent clients."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from test_cli import TINY
+from test_corpus import config_for, make_world
+
+import prepare_corpus
+import train_tiger
+from playlist_gen.cli import parse_config
+from playlist_gen.feedback_log import FeedbackLog, read_events
+from playlist_gen.session import PlaylistMaker
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    args = make_world(tmp_path_factory.mktemp("service"))
+    prepare_corpus.main(args + ["--corpus.test_fraction=0.15"])
+    train_tiger.main(args + TINY)
+    return args
+
+
+@pytest.fixture
+def client(pipeline, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from playlist_gen.http_api import make_app
+    from playlist_gen.service import PlaylistService
+
+    service = PlaylistService(parse_config(pipeline + ["--num_songs=5"]))
+    service.log = FeedbackLog(tmp_path / "feedback.db", service.versions)
+    return TestClient(make_app(service)), tmp_path / "feedback.db"
+
+
+def test_a_playlist_likes_skips_more_and_new_are_served_and_logged(client):
+    api, db = client
+    health = api.get("/health").json()
+    assert health["status"] == "ok" and {"model", "semantic_ids", "corpus"} <= health["versions"].keys()
+    r = api.post("/playlists", json={"title": "深夜emo 🌙"})
+    assert r.status_code == 200, r.text
+    playlist = r.json()
+    songs = playlist["songs"]
+    assert [s["position"] for s in songs] == [1, 2, 3, 4, 5]
+    assert all(s["id"] and s["name"] and s["artist"] and s["reason"] for s in songs)
+    pid = playlist["id"]
+    r = api.post(f"/playlists/{pid}/feedback", json={"like": [1], "skip": [2], "action": "more"})
+    assert r.status_code == 200, r.text
+    more = r.json()["playlist"]
+    assert [s["position"] for s in more["songs"]] == [6, 7, 8, 9, 10]
+    assert not {s["id"] for s in more["songs"]} & {s["id"] for s in songs}
+    assert more["seed_songs"] == [songs[0]["id"]]  # the liked song seeds the next songs
+    assert api.post(f"/playlists/{pid}/feedback", json={"action": "new"}).json() == {"recorded": True,
+                                                                                    "playlist": None}
+    actions = [(e["action"], e["song_id"], e["position"]) for e in read_events(db)]
+    assert actions[:5] == [("shown", s["id"], s["position"]) for s in songs]
+    assert actions[5:8] == [("like", songs[0]["id"], 1), ("skip", songs[1]["id"], 2), ("more", None, None)]
+    assert [a for a, _, _ in actions[8:]] == ["shown"] * 5 + ["new"]
+    assert {e["model"] for e in read_events(db)} == {health["versions"]["model"]}
+    name = songs[2]["name"]
+    found = api.get("/songs", params={"q": name}).json()
+    assert found[0]["name"] == name
+
+
+@pytest.mark.parametrize("body,status,needle", [
+    ({"title": ""}, 400, "the title is empty"),
+    ({"title": "   "}, 400, "the title is empty"),
+    ({"title": "chill " * 2000}, 422, "title"),
+    ({"title": "x" * 600}, 400, "give at most 500"),
+    ({"title": "party\x1b]0;pwned\x07"}, 400, "control characters"),
+    ({"title": "chill", "num_songs": 0}, 422, "num_songs"),
+    ({"title": "chill", "pick": "best"}, 422, "pick"),
+    ({"title": "chill", "seed_songs": ["zzqx wvkj"]}, 400, "matches no song"),
+    ({}, 422, "title"),
+])
+def test_bad_playlist_requests_get_one_sentence_and_a_4xx(client, body, status, needle):
+    api, _ = client
+    r = api.post("/playlists", json=body)
+    assert r.status_code == status and needle in r.json()["error"], r.text
+    assert "Traceback" not in r.text and "\n" not in r.json()["error"]
+
+
+def test_bad_feedback_and_searches_get_one_sentence_and_a_4xx(client):
+    api, _ = client
+    assert api.post("/playlists/nope/feedback", json={"like": [1]}).status_code == 404
+    pid = api.post("/playlists", json={"title": "chill"}).json()["id"]
+    r = api.post(f"/playlists/{pid}/feedback", json={"like": [99]})
+    assert r.status_code == 400 and "no song 99 here" in r.json()["error"]
+    assert api.post(f"/playlists/{pid}/feedback", json={"action": "again"}).status_code == 422
+    assert api.post(f"/playlists/{pid}/feedback", content=b"{not json").status_code == 422
+    assert api.get("/songs", params={"q": ""}).status_code == 400
+    assert api.get("/nothing").status_code == 404 and "error" in api.get("/nothing").json()
+
+
+def test_the_api_serves_the_playlist_the_cli_prints(pipeline):
+    from playlist_gen.service import PlaylistService
+
+    cfg = parse_config(pipeline + ["--num_songs=6"])
+    printed = [s for s, _ in PlaylistMaker(cfg).playlist("road trip")]
+    served = [s.id for s in PlaylistService(parse_config(pipeline + ["--num_songs=6"])).create("road trip").songs]
+    assert served == printed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        assert r.status == 200
+        return json.loads(r.read())
+
+
+def test_the_service_serves_concurrent_clients_and_loses_no_acknowledged_feedback_to_kill_9(pipeline):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "generate_playlist.py", *pipeline, "--serve", f"--port={port}",
+                               "--num_songs=4"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=1)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                time.sleep(0.1)
+        assert "<title>generate_playlist</title>" in urllib.request.urlopen(base).read().decode()
+        errors, done = [], []
+
+        def listener(n: int) -> None:
+            try:
+                pid = post(f"{base}/playlists", {"title": ["chill", "road trip", "深夜emo"][n % 3]})["id"]
+                post(f"{base}/playlists/{pid}/feedback", {"like": [1], "skip": [2]})
+                done.append(pid)
+            except Exception as e:  # collected, asserted below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=listener, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and len(done) == 8
+        pid = post(f"{base}/playlists", {"title": "last one"})["id"]
+        post(f"{base}/playlists/{pid}/feedback", {"like": [3]})
+        os.kill(server.pid, signal.SIGKILL)  # right after the 200
+        server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    events = read_events(config_for(pipeline).feedback_db_path)
+    assert sum(e["action"] == "shown" for e in events) == 9 * 4
+    assert sum(e["action"] == "like" for e in events) == 9 and sum(e["action"] == "skip" for e in events) == 8
+    assert events[-1]["action"] == "like" and events[-1]["playlist_id"] == pid and events[-1]["position"] == 3
