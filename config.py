@@ -295,6 +295,7 @@ class GenerateConfig:
     host: str = opt("127.0.0.1", "--serve: address to listen on (127.0.0.1: this machine only; 0.0.0.0: every "
                                  "network it is on)")
     port: int = opt(8000, "--serve: TCP port", ge=1, le=65535)
+    feedback_db: str = opt("", "--serve and the prompt: the feedback log (SQLite); empty = output_dir/feedback.db")
     batch_size: int = opt(32, "titles per generation batch", ge=1)
     cpu_threads: int = opt(1, "torch threads for generation on CPU; 1 is fastest for its small matmuls; 0 = "
                               "torch's default", ge=0)
@@ -467,8 +468,9 @@ class Config:
     # ---- stage 5: the service ----
     @property
     def feedback_db_path(self) -> Path:
-        """Every playlist served and every like, skip, more and new (SQLite, WAL): generate_playlist.py --serve."""
-        return Path(self.output_dir) / "feedback.db"
+        """Every playlist served and every like, skip, more and new (SQLite, WAL): generate_playlist.py --serve and
+        its prompt."""
+        return Path(self.generate.feedback_db) if self.generate.feedback_db else Path(self.output_dir) / "feedback.db"
 
     @property
     def e5_cache_path(self) -> Path:

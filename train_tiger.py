@@ -24,8 +24,7 @@ SECTIONS = ("tiger",)  # the config sections --help lists first
 def main(argv=None):
     cfg = parse_config(argv, __doc__, SECTIONS)
     if share_cores_gracefully():  # before torch is imported
-        log.info("the machine is busy (load %.1f): OpenMP threads sleep at barriers instead of spinning",
-                 os.getloadavg()[0])
+        log.info("other processes keep the cores busy: OpenMP threads sleep at barriers instead of spinning")
     first = os.environ.get("RANK", "0") == "0"  # under torchrun the first process holds the folder for all
     with exclusive(cfg.model_dir, "train_tiger.py") if first else contextlib.nullcontext():
         train(cfg)

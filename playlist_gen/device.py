@@ -6,6 +6,7 @@ without it).
 """
 
 import os
+import time
 
 from config import DEVICES
 
@@ -30,7 +31,25 @@ def resolve_device(setting: str = "auto", local_rank: int = 0, cpu_threads: int 
     return "cpu"
 
 
-BUSY_LOAD = 0.5  # 1-minute load average per core above which the machine counts as shared
+BUSY_SHARE = 0.5  # of the cores, kept busy by other processes: then the machine counts as shared
+
+
+def busy_cores(seconds: float = 0.25) -> float:
+    """How many cores other processes keep busy right now (this one is idle while it measures): /proc/stat over
+    `seconds`. Not the load average, which still counts the stage that ran just before for a minute."""
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+    total = max(total1 - total0, 1)
+    return (total - (idle1 - idle0)) / total * (os.cpu_count() or 1)
 
 
 def share_cores_gracefully() -> str | None:
@@ -42,7 +61,7 @@ def share_cores_gracefully() -> str | None:
     set, if any. bench/bench_threads.py measures the policies side by side (README "Speed")."""
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return None
-    if os.getloadavg()[0] <= BUSY_LOAD * (os.cpu_count() or 1):
+    if busy_cores() <= BUSY_SHARE * (os.cpu_count() or 1):
         return None
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     return "PASSIVE"

@@ -3,6 +3,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import unicodedata
 from pathlib import Path
 
@@ -361,9 +362,22 @@ def test_on_a_busy_machine_training_threads_sleep_at_barriers_unless_the_user_ch
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.4, 0.4))
+    monkeypatch.setattr(device, "busy_cores", lambda: 0.4)
     assert device.share_cores_gracefully() is None and "OMP_WAIT_POLICY" not in os.environ  # idle: spin, fastest
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))
+    monkeypatch.setattr(device, "busy_cores", lambda: 1.5)
     assert device.share_cores_gracefully() == "PASSIVE" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert device.share_cores_gracefully() is None and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's
+
+
+def test_busy_cores_sees_a_busy_process():
+    from playlist_gen import device
+
+    idle = device.busy_cores(0.3)
+    other = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = device.busy_cores(0.3)
+    finally:
+        other.kill()
+    assert busy > 0.6 and busy > idle - 0.5, (idle, busy)  # one core taken (the rest of the machine varies)
