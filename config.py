@@ -164,6 +164,8 @@ class CorpusConfig:
     fold: int = opt(0, "folds >= 2: the part that is the test, 0 .. folds - 1", ge=0)
     train_fraction: float = opt(1.0, "learning curves: keep this seeded share of the training playlists", gt=0,
                                 le=1)
+    feedback: str = opt("", "a feedback log (outputs/feedback.db of generate_playlist.py --serve or its prompt): each "
+                            "served playlist with liked songs becomes a training playlist of its title")
     continuation: int = opt(0, "extra examples per training playlist: title + its first k songs -> the rest", ge=0)
     seed_counts: str = opt("0,1,5,10,25", "continuation: the k drawn per example (RecSys Challenge 2018 "
                                           "categories)", kind="counts")
@@ -421,6 +423,11 @@ class Config:
     # ---- stage 2: corpus ----
     def split_path(self, split: str) -> Path:
         return Path(self.output_dir) / f"{split}.tsv"
+
+    @property
+    def feedback_playlists_path(self) -> Path:
+        """Training playlists made from listeners' likes (--corpus.feedback): id -> liked songs, for the catalogue."""
+        return Path(self.output_dir) / "feedback_playlists.json"
 
     @property
     def corpus_meta_path(self) -> Path:

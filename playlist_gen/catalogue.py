@@ -15,7 +15,7 @@ import numpy as np
 
 from config import PICKS
 
-from .io import PipelineError, atomic_write
+from .io import PipelineError, atomic_write, read_json
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,8 @@ def load_catalogue(cfg, playlists=None, write: bool = True) -> Catalogue:
     playlists = load_playlists(cfg) if playlists is None else playlists
     train = read_split(cfg, "train")
     song_lists = playlists.song_lists()
+    if Path(cfg.feedback_playlists_path).exists():  # listeners' liked playlists (prepare_corpus.py --corpus.feedback)
+        song_lists = {**song_lists, **read_json(cfg.feedback_playlists_path, "re-run `python prepare_corpus.py`")}
     train_songs = [song_lists.get(g, []) for g in train["glid"]]
     counts = Counter(s for songs in train_songs for s in dict.fromkeys(songs))
     index = SongIndex.build(song_to_ids, counts, playlists.song_info, named=counts)

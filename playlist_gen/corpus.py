@@ -307,6 +307,23 @@ def continuation_rows(train: pd.DataFrame, cc, levels: int, seed: int) -> pd.Dat
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+def feedback_rows(playlists, song_to_ids: dict, cc, scheme: str) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Listeners' liked playlists (feedback_log.liked_playlists) as training rows (glid `feedback:<id>`, the title
+    normalised as the corpus' titles, the liked songs' tuples in the order liked; songs without a semantic ID left
+    out), and glid -> liked songs for the catalogue (title kNN, co-occurrence and popularity count them)."""
+    from . import tokens
+
+    rows, songs = [], {}
+    for pid, title, liked in playlists:
+        kept = [s for s in liked if s in song_to_ids]
+        text = normalize_title(title) if cc.normalize else clean_text(title)
+        if kept and text:
+            glid = f"feedback:{pid}"
+            rows.append((glid, text, tokens.encode([song_to_ids[s] for s in kept], scheme)))
+            songs[glid] = kept
+    return pd.DataFrame(rows, columns=list(COLUMNS)), songs
+
+
 def split_labels_for(info: pd.DataFrame, cc, seed: int) -> np.ndarray:
     """The split of every playlist of the info table (before any is dropped for lack of songs), so stage 0 can
     build song vectors from the training playlists alone and stage 2 draws the same split."""

@@ -70,3 +70,24 @@ def read_events(path) -> list[dict]:
         return [dict(r) for r in db.execute("SELECT * FROM events ORDER BY id")]
     finally:
         db.close()
+
+
+def liked_playlists(path) -> list[tuple[str, str, list[str]]]:
+    """(playlist id, title, liked songs in the order liked) per served playlist with a like that was not skipped
+    afterwards, oldest first."""
+    from .io import PipelineError
+
+    try:
+        events = read_events(path)
+    except sqlite3.Error as e:
+        raise PipelineError(f"{path}: not a feedback log ({e}); give the feedback.db of generate_playlist.py "
+                            "--serve or its prompt") from None
+    titles, liked = {}, {}
+    for e in events:
+        titles.setdefault(e["playlist_id"], e["title"])
+        songs = liked.setdefault(e["playlist_id"], [])
+        if e["action"] == "like" and e["song_id"] and e["song_id"] not in songs:
+            songs.append(e["song_id"])
+        elif e["action"] == "skip" and e["song_id"] in songs:
+            songs.remove(e["song_id"])
+    return [(pid, titles[pid], songs) for pid, songs in liked.items() if songs]

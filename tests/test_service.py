@@ -166,3 +166,40 @@ def test_the_service_serves_concurrent_clients_and_loses_no_acknowledged_feedbac
     assert sum(e["action"] == "shown" for e in events) == 9 * 4
     assert sum(e["action"] == "like" for e in events) == 9 and sum(e["action"] == "skip" for e in events) == 8
     assert events[-1]["action"] == "like" and events[-1]["playlist_id"] == pid and events[-1]["position"] == 3
+
+
+def test_liked_songs_become_training_playlists_and_come_back_more_often(pipeline, tmp_path):
+    """Listeners like songs; prepare_corpus.py --corpus.feedback turns each served playlist's likes into a training
+    playlist of its title; train_tiger.py fine-tunes from the current model: the liked titles then show more of the
+    liked songs (kNN, co-occurrence and the model all learn from them)."""
+    import shutil
+    from pathlib import Path
+
+    from playlist_gen.service import PlaylistService
+
+    root = Path(pipeline[0].split("=", 1)[1]).parent
+    shutil.copytree(root, tmp_path / "w")
+    args = [a.replace(str(root), str(tmp_path / "w")) for a in pipeline]
+    cfg = parse_config(args + ["--num_songs=8"])
+    titles = ["chill", "road trip", "focus"]
+
+    def shown_liked(liked: dict) -> int:
+        service = PlaylistService(parse_config(args + ["--num_songs=8"]))
+        return sum(s.id in liked[t] for t in titles for _ in range(4) for s in service.create(t).songs)
+
+    service = PlaylistService(cfg)
+    service.log = FeedbackLog(cfg.feedback_db_path, service.versions)
+    liked = {}
+    for t in titles:
+        playlist = service.create(t)
+        service.feedback(playlist.id, like=[6, 7, 8], skip=[1])
+        liked[t] = {s.id for s in playlist.songs[5:8]}
+    before = shown_liked(liked)
+    prepare_corpus.main(args + ["--corpus.test_fraction=0.15", f"--corpus.feedback={cfg.feedback_db_path}"])
+    corpus_manifest = json.loads(cfg.manifest_path("corpus").read_text())
+    assert corpus_manifest["feedback"]["playlists"] == 3
+    assert sorted(map(set, json.loads(cfg.feedback_playlists_path.read_text()).values()), key=min) == \
+        sorted(liked.values(), key=min)
+    train_tiger.main(args + TINY + [f"--tiger.model_name={cfg.final_model_dir}", "--tiger.resume=false"])
+    after = shown_liked(liked)
+    assert after > before, (before, after)
