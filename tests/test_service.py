@@ -1,8 +1,12 @@
 """The playlist service (playlist_gen.service) and its HTTP front end (playlist_gen.http_api): good and bad requests,
-the CLI and the API agreeing, feedback on disk when acknowledged (kill -9), and concurrent clients."""
+the CLI and the API agreeing, learning from likes, the web page in a real browser (Chromium from the Debian packages,
+driven by Selenium; skipped only when no Chromium and chromedriver can be found: .ci/run installs them; with
+PLAYLIST_SCREENSHOT=path it keeps a screenshot, the README's), concurrent clients, and feedback on disk when
+acknowledged (kill -9). One server process serves the last three."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -125,54 +129,10 @@ def post(url: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
-def test_the_service_serves_concurrent_clients_and_loses_no_acknowledged_feedback_to_kill_9(pipeline):
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "generate_playlist.py", *pipeline, "--serve", f"--port={port}",
-                               "--num_songs=4"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=1)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                time.sleep(0.1)
-        assert "<title>generate_playlist</title>" in urllib.request.urlopen(base).read().decode()
-        errors, done = [], []
-
-        def listener(n: int) -> None:
-            try:
-                pid = post(f"{base}/playlists", {"title": ["chill", "road trip", "深夜emo"][n % 3]})["id"]
-                post(f"{base}/playlists/{pid}/feedback", {"like": [1], "skip": [2]})
-                done.append(pid)
-            except Exception as e:  # collected, asserted below
-                errors.append(repr(e))
-
-        threads = [threading.Thread(target=listener, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == [] and len(done) == 8
-        pid = post(f"{base}/playlists", {"title": "last one"})["id"]
-        post(f"{base}/playlists/{pid}/feedback", {"like": [3]})
-        os.kill(server.pid, signal.SIGKILL)  # right after the 200
-        server.wait(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-    events = read_events(config_for(pipeline).feedback_db_path)
-    assert sum(e["action"] == "shown" for e in events) == 9 * 4
-    assert sum(e["action"] == "like" for e in events) == 9 and sum(e["action"] == "skip" for e in events) == 8
-    assert events[-1]["action"] == "like" and events[-1]["playlist_id"] == pid and events[-1]["position"] == 3
-
-
 def test_liked_songs_become_training_playlists_and_come_back_more_often(pipeline, tmp_path):
     """Listeners like songs; prepare_corpus.py --corpus.feedback turns each served playlist's likes into a training
     playlist of its title; train_tiger.py fine-tunes from the current model: the liked titles then show more of the
     liked songs (kNN, co-occurrence and the model all learn from them)."""
-    import shutil
     from pathlib import Path
 
     from playlist_gen.service import PlaylistService
@@ -203,3 +163,115 @@ def test_liked_songs_become_training_playlists_and_come_back_more_often(pipeline
     train_tiger.main(args + TINY + [f"--tiger.model_name={cfg.final_model_dir}", "--tiger.resume=false"])
     after = shown_liked(liked)
     assert after > before, (before, after)
+
+
+SCREENSHOT = os.environ.get("PLAYLIST_SCREENSHOT")  # e.g. docs/web_page.png: where to keep the page's picture
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("no Chromium with chromedriver here (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def server(pipeline):
+    """generate_playlist.py --serve on the module's pipeline; the kill -9 test ends it."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "generate_playlist.py", *pipeline, "--serve", f"--port={port}",
+                             "--num_songs=4"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"{base}/health", timeout=1)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.1)
+    yield proc, base
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_a_listener_makes_likes_skips_and_extends_a_playlist_in_a_browser(browser, server, pipeline):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    _, base = server
+    browser.get(base)
+    title = browser.find_element(By.CSS_SELECTOR, "input[placeholder*='a title or a mood']")
+    title.send_keys("深夜emo chill")  # chromedriver types only characters of the BMP: no emoji here
+    browser.find_element(By.XPATH, "//button[normalize-space()='Make a playlist']").click()
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#songs li")) == 4)
+    songs = browser.find_elements(By.CSS_SELECTOR, "#songs li")
+    assert all(s.find_element(By.CLASS_NAME, "artist").text.startswith("- ") for s in songs)
+    assert all(s.find_element(By.CLASS_NAME, "why").text.startswith("why: ") for s in songs)
+    assert browser.find_element(By.ID, "heading").text == "深夜emo chill"
+    songs[0].find_element(By.XPATH, ".//button[normalize-space()='Like']").click()
+    wait.until(lambda b: "liked" in songs[0].get_attribute("class"))
+    songs[1].find_element(By.XPATH, ".//button[normalize-space()='Skip']").click()
+    wait.until(lambda b: "skipped" in songs[1].get_attribute("class"))
+    browser.find_element(By.XPATH, "//button[normalize-space()='More songs']").click()
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#songs li")) == 8)
+    numbers = [li.get_attribute("value") for li in browser.find_elements(By.CSS_SELECTOR, "#songs li")]
+    assert numbers == [str(n) for n in range(1, 9)]
+    if SCREENSHOT:
+        browser.save_screenshot(str(ROOT / SCREENSHOT))
+    browser.find_element(By.XPATH, "//button[normalize-space()='Start over']").click()
+    wait.until(seen.text_to_be_present_in_element((By.ID, "status"), "likes forgotten"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#songs li") == []
+    browser.find_element(By.CSS_SELECTOR, "input[placeholder*='a title or a mood']").send_keys("")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Make a playlist']").click()  # an empty title
+    wait.until(seen.text_to_be_present_in_element((By.ID, "status"), "the title is empty"))
+    events = read_events(parse_config(pipeline).feedback_db_path)
+    assert [e["action"] for e in events if e["action"] != "shown"][-4:] == ["like", "skip", "more", "new"]
+
+
+def test_the_service_serves_concurrent_clients_and_loses_no_acknowledged_feedback_to_kill_9(server, pipeline):
+    """Last of the module: it kills the server."""
+    server, base = server
+    before = len(read_events(config_for(pipeline).feedback_db_path))
+    try:
+        assert "<title>generate_playlist</title>" in urllib.request.urlopen(base).read().decode()
+        errors, done = [], []
+
+        def listener(n: int) -> None:
+            try:
+                pid = post(f"{base}/playlists", {"title": ["chill", "road trip", "深夜emo"][n % 3]})["id"]
+                post(f"{base}/playlists/{pid}/feedback", {"like": [1], "skip": [2]})
+                done.append(pid)
+            except Exception as e:  # collected, asserted below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=listener, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and len(done) == 8
+        pid = post(f"{base}/playlists", {"title": "last one"})["id"]
+        post(f"{base}/playlists/{pid}/feedback", {"like": [3]})
+        os.kill(server.pid, signal.SIGKILL)  # right after the 200
+        server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    events = read_events(config_for(pipeline).feedback_db_path)[before:]
+    assert sum(e["action"] == "shown" for e in events) == 9 * 4
+    assert sum(e["action"] == "like" for e in events) == 9 and sum(e["action"] == "skip" for e in events) == 8
+    assert events[-1]["action"] == "like" and events[-1]["playlist_id"] == pid and events[-1]["position"] == 3
