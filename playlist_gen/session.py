@@ -266,7 +266,7 @@ class PlaylistMaker:
     def reasons(self, title: str, songs, seeds) -> dict[str, str]:
         """Per song, what led to it: a liked (seed) song of the same cluster, else a seed song it shares at least
         MIN_SHARED training playlists with, else the title word whose removal lowers its cluster's score most
-        (occlusion), else the similar playlists it came from."""
+        (occlusion, under the model when the recommender is fused), else the similar playlists it came from."""
         import numpy as np
 
         from .recommend import Request
@@ -282,7 +282,12 @@ class PlaylistMaker:
                            title)
         variants = [title] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))] if len(words) > 1 \
             else [title]
-        scores = self.recommender.cluster_scores([Request(self.text(t)) for t in variants])
+        from .recommend import Fusion
+
+        # occlusion under the model alone when fused: through the kNN experts it would embed every variant with e5
+        # (4x the time of the playlist itself)
+        scorer = self.recommender.model if isinstance(self.recommender, Fusion) else self.recommender
+        scores = scorer.cluster_scores([Request(self.text(t)) for t in variants])
         number = {c: i for i, c in enumerate(self.catalogue.clusters)}
         out = {}
         for song, cluster in songs:
