@@ -9,7 +9,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MPD = ROOT.parent / "shared" / "data" / "mpd_dev.json.gz"
-LONGEST_FIRST = ("test_end_to_end.py", "test_cli.py", "test_training.py", "test_new_songs.py", "test_manifest.py")
+LONGEST_FIRST = ("test_end_to_end.py", "test_cli.py", "test_training.py", "test_service.py", "test_new_songs.py",
+                 "test_manifest.py")
 
 
 def pytest_collection_modifyitems(config, items):
