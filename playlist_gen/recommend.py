@@ -153,24 +153,25 @@ def embed(texts: list[str]) -> np.ndarray:
 
 
 def train_embeddings(texts: list[str], cache=None) -> np.ndarray:
-    """The training texts' embeddings, from `cache` (an .npz) when it holds these texts, else embedded and cached."""
-    import hashlib
-
+    """The training texts' embeddings. `cache` (an .npz of texts and their embeddings) is read first; only texts it
+    lacks are embedded (after learning from feedback a few titles are new), and it is rewritten when any were."""
     from .io import atomic_write
 
-    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+    known: dict[str, np.ndarray] = {}
     if cache is not None:
         try:
-            with np.load(cache) as z:
-                if str(z["key"]) == key:
-                    return z["embeddings"]
+            with np.load(cache, allow_pickle=False) as z:
+                known = dict(zip(z["texts"].tolist(), z["embeddings"]))
         except (OSError, KeyError, ValueError):
             pass
-    log.info("embedding %s training titles with e5 (once; cached in %s)", f"{len(texts):,}", cache)
-    out = encode(texts)
-    if cache is not None:
+    missing = list(dict.fromkeys(t for t in texts if t not in known))
+    if missing:
+        log.info("embedding %s training titles with e5 (once; cached in %s)", f"{len(missing):,}", cache)
+        known.update(zip(missing, encode(missing)))
+    out = np.stack([known[t] for t in texts]) if texts else np.zeros((0, E5_DIM), dtype=np.float32)
+    if cache is not None and missing:
         with atomic_write(cache, "wb") as f:
-            np.savez(f, key=key, embeddings=out)
+            np.savez(f, texts=np.array(list(known), dtype=str), embeddings=np.stack(list(known.values())))
     return out
 
 

@@ -290,8 +290,16 @@ def test_e5_knn_votes_by_embedding_and_caches_the_training_titles(tmp_path, monk
     def no_model(texts):
         raise AssertionError("the cached training titles were embedded again")
 
+    real_encode = recommend.encode
     monkeypatch.setattr(recommend, "encode", no_model)
     assert E5KNN(cat, cache=cache).E == pytest.approx(e5.E)  # read from the cache
+
+    asked = []  # titles learned from feedback: only they are embedded, the cache keeps the rest
+    monkeypatch.setattr(recommend, "encode", lambda texts: asked.append(list(texts)) or real_encode(texts))
+    first = recommend.train_embeddings(["chill", "road trip"], tmp_path / "more.npz")
+    both = recommend.train_embeddings(["chill", "new title", "road trip"], tmp_path / "more.npz")
+    assert asked == [["chill", "road trip"], ["new title"]]
+    assert both[[0, 2]] == pytest.approx(first) and both[1] == pytest.approx(real_encode(["new title"])[0])
 
 
 def test_e5_embeds_each_distinct_text_once_and_remembers_requests(monkeypatch):
