@@ -49,7 +49,9 @@ def listeners(cfg):
 
 
 def measure(cfg, people, seed: int) -> tuple[float, float]:
-    """(mean NDCG@100 of the ranking, mean precision@20 of the shown playlist) over `people`."""
+    """(mean NDCG@100 of the ranking, mean precision@20 of the shown playlist) over `people` (nan for nobody)."""
+    if not people:
+        return float("nan"), float("nan")
     from playlist_gen.metrics import ndcg_at_k
     from playlist_gen.recommend import Request
     from playlist_gen.session import PlaylistMaker
@@ -113,6 +115,9 @@ def main() -> None:
             f"{row[n + '_before'][1]:.4f} -> {row[n + '_after'][1]:.4f}" for n in ("fresh", "again")), flush=True)
         shutil.rmtree(work)
     for name in ("fresh", "again"):
+        if name == "fresh" and not fresh:
+            print("fresh: none (no test title group here has a second playlist)")
+            continue
         for i, metric in enumerate(("NDCG@100", "shown P@20")):
             before = np.array([r[f"{name}_before"][i] for r in rows])
             gain = np.array([r[f"{name}_after"][i] - r[f"{name}_before"][i] for r in rows])
