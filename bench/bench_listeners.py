@@ -1,7 +1,7 @@
 """Simulated listeners: does the service learn from its feedback?
 
     .venv/bin/python -m bench.bench_listeners --data_dir=D --output_dir=O --model_dir=M [split options of the run]
-        [--seeds=0,1,2] [--rounds=3]
+        [--seeds=0,1,2] [--rounds=3] [--finetune]
 
 The listeners are the test split's playlists (never trained on): each one's songs are its hidden taste, its
 title what it types. In each title group (titles that normalise alike) the first test playlist is a *teacher*: it
@@ -9,10 +9,12 @@ asks for its title (20 songs), likes the shown songs that are in its hidden play
 asks for `more`, for --rounds rounds, through PlaylistService (the HTTP API's code), into a feedback log. The other
 playlists of the group are *fresh listeners* with a related title, held out. Then the service learns:
 `prepare_corpus.py --corpus.feedback=<log>` into a copy of the run's output_dir (the teachers' liked songs become
-training playlists of their titles, which title kNN, e5 kNN, co-occurrence and popularity count; the T5 model is
-not fine-tuned in this row). Measured before (the run as it was: a service that learned nothing) and after, with
-the same seeds: NDCG@100 of the fused ranking and precision@20 of the shown playlist, for the fresh listeners and
-for the teachers asking again. Printed per seed, then the mean and standard deviation over seeds of after - before.
+training playlists of their titles, which title kNN, e5 kNN, co-occurrence and popularity count); with --finetune
+the T5 is then fine-tuned on that corpus from the run's model (`train_tiger.py --tiger.model_name=<the run's
+tiger_final> --tiger.resume=false`, into a copy of model_dir), as the README says to. Measured before (the run as
+it was: a service that learned nothing) and after, with the same seeds: NDCG@100 of the fused ranking and
+precision@20 of the shown playlist, for the fresh listeners and for the teachers asking again. Printed per seed,
+then the mean and standard deviation over seeds of after - before.
 """
 
 import shutil
@@ -26,8 +28,8 @@ import numpy as np
 def options(argv):
     seeds = [int(s) for s in next((a.split("=")[1] for a in argv if a.startswith("--seeds=")), "0,1,2").split(",")]
     rounds = int(next((a.split("=")[1] for a in argv if a.startswith("--rounds=")), 3))
-    rest = [a for a in argv if not a.startswith(("--seeds=", "--rounds="))]
-    return seeds, rounds, rest
+    rest = [a for a in argv if not a.startswith(("--seeds=", "--rounds=", "--finetune"))]
+    return seeds, rounds, "--finetune" in argv, rest
 
 
 def listeners(cfg):
@@ -91,20 +93,26 @@ def teach(cfg, teachers, seed: int, rounds: int, db: Path) -> int:
 
 def main() -> None:
     import prepare_corpus
+    import train_tiger
     from playlist_gen.cli import parse_config
 
-    seeds, rounds, argv = options(sys.argv[1:])
+    seeds, rounds, finetune, argv = options(sys.argv[1:])
     base = parse_config(argv)
     teachers, fresh = listeners(base)
     print(f"{len(teachers)} teachers (one per test title group), {len(fresh)} fresh listeners of their groups; "
-          f"{rounds} rounds of 20 songs")
+          f"{rounds} rounds of 20 songs; learning: the corpus{' and a fine-tuned T5' if finetune else ''}")
     rows = []
     for seed in seeds:
         work = Path(tempfile.mkdtemp())
         shutil.copytree(base.output_dir, work / "out", ignore=shutil.ignore_patterns("feedback.db*"))
         learned = [a if not a.startswith("--output_dir=") else f"--output_dir={work / 'out'}" for a in argv]
+        if finetune:
+            shutil.copytree(base.model_dir, work / "models", ignore=shutil.ignore_patterns("tiger_checkpoints"))
+            learned = [a if not a.startswith("--model_dir=") else f"--model_dir={work / 'models'}" for a in learned]
         likes = teach(parse_config(argv), teachers, seed, rounds, work / "feedback.db")
         prepare_corpus.main(learned + [f"--corpus.feedback={work / 'feedback.db'}"])
+        if finetune:
+            train_tiger.main(learned + [f"--tiger.model_name={base.final_model_dir}", "--tiger.resume=false"])
         row = {"seed": seed, "likes": likes}
         for name, people in (("fresh", fresh), ("again", teachers)):
             row[f"{name}_before"] = measure(parse_config(argv), people, seed)
