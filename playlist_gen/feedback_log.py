@@ -23,7 +23,6 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS events (
     model TEXT NOT NULL,         -- manifest id of the model that served it
     semantic_ids TEXT NOT NULL   -- manifest id of the semantic IDs
 )"""
-ACTIONS = ("shown", "like", "skip", "more", "new")
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,12 @@ before the call returns.
 
 import re
 import threading
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from config import SHOWN
 
-from .feedback_log import Event, FeedbackLog
+from .feedback_log import FeedbackLog
 from .session import Feedback, PlaylistMaker, Session, SongMatcher
 
 MAX_TITLE = 500  # characters
@@ -80,7 +79,6 @@ class PlaylistService:
         self.versions = served_versions(cfg)
         self.cfg, self.log = cfg, log
         self.maker = PlaylistMaker(cfg)
-        self.maker.cfg.generate.explain = False  # reasons come from self.reasons, per song
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.lock = threading.Lock()
         self._matcher = None
@@ -94,14 +92,14 @@ class PlaylistService:
             raise ServiceError(f"pick={pick!r}: use one of {', '.join(SHOWN)}")
         with self.lock:
             seeds = [self.song_id(s) for s in seed_songs]
-            session = Session(self.maker)
+            session = Session(self.maker, record=self._record)  # it logs what it shows and is told
             session.liked = list(dict.fromkeys(seeds))
-            pid = uuid.uuid4().hex[:12]
             session.options = (num_songs or g.num_songs, pick or g.pick)
-            self.sessions[pid] = session
+            playlist = self._serve(session, title, more=False)
+            self.sessions[playlist.id] = session
             while len(self.sessions) > MAX_SESSIONS:
                 self.sessions.popitem(last=False)
-            return self._serve(pid, session, title, more=False, action="shown")
+            return playlist
 
     def feedback(self, playlist_id: str, like=(), skip=(), action: str | None = None) -> Playlist | None:
         """Likes and skips (positions), then `more` (the next songs: returned) or `new` (likes forgotten)."""
@@ -114,20 +112,13 @@ class PlaylistService:
                 raise ServiceError(f"action={action!r}: use more or new")
             fb = Feedback(list(like), list(skip))
             problem = session.problem(fb)
-            if problem and (fb.like or fb.skip):
+            if problem:
                 raise ServiceError(problem)
-            events = [Event(playlist_id, session.title, kind, session.shown[n - 1][0], n)
-                      for kind, ns in (("like", fb.like), ("skip", fb.skip)) for n in ns]
             if fb.like or fb.skip:
                 session.feedback(fb)
             if action == "new":
                 session.forget_likes()
-                events.append(Event(playlist_id, session.title, "new"))
-            if action == "more":
-                self._record(events + [Event(playlist_id, session.title, "more")])
-                return self._serve(playlist_id, session, session.title, more=True, action="shown")
-            self._record(events)
-            return None
+            return self._serve(session, session.title, more=True) if action == "more" else None
 
     def search(self, query: str, limit: int = 10) -> list[Song]:
         """Catalogue songs whose `name - artist` is closest to `query` (for seed songs)."""
@@ -135,12 +126,7 @@ class PlaylistService:
         if not query or len(query) > MAX_TITLE:
             raise ServiceError(f"q: give 1 to {MAX_TITLE} characters of a song name or artist")
         with self.lock:
-            import numpy as np
-
-            m = self.matcher()
-            sims = (m.tfidf.transform([query]) @ m.X).toarray()[0]
-            top = [int(i) for i in np.argsort(-sims, kind="stable")[:limit] if sims[i] > 0]
-            return [self.song(0, m.ids[i], float(sims[i]), "") for i in top]
+            return [self.song(0, song, score, "") for song, score in self.matcher().ranked(query, limit) if score > 0]
 
     def health(self) -> dict:
         return {"status": "ok", "method": self.cfg.recommend.method, "versions": self.versions,
@@ -165,7 +151,7 @@ class PlaylistService:
         cluster = index.song_cluster.get(song_id)
         return Song(position, song_id, name, artist, "-".join(map(str, cluster)) if cluster else None, score, reason)
 
-    def _serve(self, pid: str, session: Session, title: str, more: bool, action: str) -> Playlist:
+    def _serve(self, session: Session, title: str, more: bool) -> Playlist:
         g = self.cfg.generate
         num_songs, pick = session.options
         saved = g.num_songs, g.pick
@@ -179,9 +165,9 @@ class PlaylistService:
             else {}
         out = [self.song(start + j, s, scores.get(s), reasons.get(s, "a random cluster"))
                for j, (s, _) in enumerate(songs)]
-        self._record([Event(pid, title, action, s.id, s.position) for s in out])
-        return Playlist(pid, title, out, list(session.liked), self.maker.note)
+        return Playlist(session.playlist_id, title, out, list(session.liked), self.maker.note)
 
-    def _record(self, events: list[Event]) -> None:
-        if self.log is not None and events:
+    def _record(self, events) -> None:
+        """Sessions' events into the log, when the service has one (set after loading: serve)."""
+        if self.log is not None:
             self.log.record(events)

@@ -54,15 +54,20 @@ class SongMatcher:
         self.tfidf = CharTfidf((2, 3)).fit(self.texts)
         self.X = self.tfidf.transform(self.texts).T.tocsr()
 
+    def ranked(self, query: str, limit: int) -> list[tuple[str, float]]:
+        """The `limit` songs whose `name - artist` is closest to `query`, with their similarity, best first."""
+        import numpy as np
+
+        sims = (self.tfidf.transform([query]) @ self.X).toarray()[0]
+        return [(self.ids[i], float(sims[i])) for i in np.argsort(-sims, kind="stable")[:limit]]
+
     def match(self, query: str) -> tuple[str | None, float]:
         """(song id, similarity) of the best match, or (None, best similarity) when none is close enough."""
         query = query.strip()
         if query in self.catalogue.code:
             return query, 1.0
-        sims = (self.tfidf.transform([query]) @ self.X).toarray()[0]
-        best = int(sims.argmax()) if len(sims) else 0
-        score = float(sims[best]) if len(sims) else 0.0
-        return (self.ids[best], score) if score >= MATCH_THRESHOLD else (None, score)
+        song, score = next(iter(self.ranked(query, 1)), (None, 0.0))
+        return (song, score) if score >= MATCH_THRESHOLD else (None, score)
 
 
 def split_seed_songs(text: str) -> list[str]:
@@ -95,11 +100,8 @@ class Session:
         if line.lower() in ("more", "更多"):
             if self.title is None:
                 return "no playlist yet: type a title first"
-            self.log([("more", None, None)])
             return self.playlist(self.title, more=True)
         if line.lower() in ("new", "重新开始"):
-            if self.title is not None:
-                self.log([("new", None, None)])
             self.forget_likes()
             return "likes and lowered clusters forgotten (skipped songs stay out); type a title"
         if line.lower() in ("help", "?", "帮助"):
@@ -111,7 +113,9 @@ class Session:
     def songs(self, title: str, more: bool = False) -> tuple[int, list[tuple[str, tuple | None]]]:
         """The next songs for `title` (a new playlist, or with `more` the next songs of this one) and the position of
         the first: never a song shown in this playlist, skipped, or liked (liked songs seed the request)."""
-        if not more:
+        if more:
+            self.log([("more", None, None)])
+        else:
             import uuid
 
             self.title, self.shown, self.playlist_id = title, [], uuid.uuid4().hex[:12]
@@ -135,6 +139,8 @@ class Session:
 
     def forget_likes(self) -> None:
         """`new`: likes and lowered clusters go; skipped songs stay out."""
+        if self.title is not None:
+            self.log([("new", None, None)])
         self.liked, self.demoted = [], set()
 
     def problem(self, fb: Feedback) -> str | None:
