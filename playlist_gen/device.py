@@ -7,6 +7,7 @@ without it).
 
 import os
 import time
+from contextlib import contextmanager
 
 from config import DEVICES
 
@@ -68,20 +69,38 @@ def share_cores_gracefully() -> str | None:
 
 
 class Distributed:
-    """Rank, world size and device from torchrun's environment (a single process without it)."""
+    """Rank, world size and device from torchrun's environment (a single process without it). A process group that
+    already exists (train_tiger.py's Trainer ran first in this process) is used, not started again."""
 
     def __init__(self, device: str = "auto", cpu_threads: int = 0):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.is_main = self.rank == 0
         self.device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")), cpu_threads)
+        self.owns_group = False
         if self.world > 1:
             import torch
             import torch.distributed as dist
 
             if self.device.startswith("cuda"):
                 torch.cuda.set_device(self.device)
-            dist.init_process_group("nccl" if self.device.startswith("cuda") else "gloo")
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.startswith("cuda") else "gloo")
+                self.owns_group = True
+
+    @contextmanager
+    def main_first(self):
+        """Rank 0 runs the block first (it builds and writes the shared caches: song index, e5 title embeddings),
+        then the other ranks run it and read them (accelerate's `main_process_first`)."""
+        if self.world > 1 and not self.is_main:
+            import torch.distributed as dist
+
+            dist.barrier()
+        yield
+        if self.world > 1 and self.is_main:
+            import torch.distributed as dist
+
+            dist.barrier()
 
     def gather(self, obj) -> list | None:
         """Every rank's `obj` on rank 0 (None elsewhere)."""
@@ -95,7 +114,7 @@ class Distributed:
 
     def close(self) -> None:
         """No barrier: nothing runs after rank 0's report, and after an error one could hang."""
-        if self.world > 1:
+        if self.owns_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()

@@ -56,7 +56,7 @@ def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: st
                                      get("e5_knn") if r.e5_weight > 0 else None, r.e5_weight)
             elif name == "e5_knn":
                 built[name] = E5KNN(catalogue, r.knn_neighbors, r.knn_text, members(), r.e5_temperature,
-                                    cfg.e5_cache_path if write_index else None)
+                                    cfg.e5_cache_path, write_index)
             elif name == "title_knn":
                 built[name] = TitleKNN(catalogue, r.knn_neighbors, r.knn_text, members())
             elif name == "popularity":

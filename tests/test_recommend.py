@@ -316,6 +316,9 @@ def test_e5_embeds_each_distinct_text_once_and_remembers_requests(monkeypatch):
     assert asked == [["chill", "深夜emo"], ["road trip"]]
     assert np.array_equal(first[0], first[2]) and np.array_equal(first[1], again[0])
     assert recommend.encode(["a", "b", "a"]).shape == (3, 384) and asked[-1] == ["a", "b"]
+    pasted = "chill " * 1000  # read as its first E5_MAX_CHARS characters, not 512 tokens of it
+    assert np.array_equal(recommend.encode([pasted]), recommend.encode([pasted[:recommend.E5_MAX_CHARS]]))
+    assert asked[-1] == [pasted[:recommend.E5_MAX_CHARS]]
 
 
 def test_fusion_gives_e5_its_share_of_the_retrieval_exponent():

@@ -225,20 +225,6 @@ def test_interrupted_training_resumes_from_last_checkpoint(corpus_world, monkeyp
     assert steps[0] == 2 and steps[-1] == 12  # the curve keeps the steps before the interruption
 
 
-def test_torchrun_two_cpu_processes(corpus_world):
-    cfg = config_for(corpus_world)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train_tiger.py",
-           *corpus_world, *TINY, "--tiger.max_steps=8", "--tiger.eval_steps=4", "--tiger.save_steps=4"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    summary = json.loads(cfg.train_summary_path.read_text())
-    assert summary["world_size"] == 2 and summary["steps"] == 8
-    assert summary["val_loss"] == pytest.approx(summary["best_eval_loss"], rel=0.05)  # not scaled by 2 processes
-    assert load_tiger(cfg.final_model_dir)[2]["levels"] == 2
-    assert sorted(p.name for p in cfg.checkpoint_dir.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
-
-
 @pytest.mark.parametrize("objective,batch,kill,steps", [("sequence", 16, 12, 16), ("tuples", 64, 20, 24)])
 def test_resumed_mid_epoch_equals_uninterrupted(corpus_world, monkeypatch, objective, batch, kill, steps):
     """Killed after a checkpoint in the middle of the second epoch and resumed: the same losses and the same

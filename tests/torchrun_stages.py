@@ -1,0 +1,13 @@
+"""train_tiger.py, then evaluate_tiger.py, in the same torchrun processes: the end-to-end test launches
+`torchrun --nproc_per_node=2 tests/torchrun_stages.py TRAIN_ARGS -- EVAL_ARGS` once (each launch pays two
+interpreter starts and torch/transformers imports) and checks both stages' multi-process results."""
+
+import sys
+
+import evaluate_tiger
+import train_tiger
+
+if __name__ == "__main__":
+    cut = sys.argv.index("--")
+    train_tiger.main(sys.argv[1:cut])
+    evaluate_tiger.main(sys.argv[cut + 1:])
