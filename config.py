@@ -487,7 +487,7 @@ class Config:
     @property
     def song_index_path(self) -> Path:
         """Cluster -> songs by popularity, names, artists: a cache so generate_playlist.py starts fast."""
-        return Path(self.output_dir) / "song_index.json"
+        return Path(self.output_dir) / "song_index.npz"
 
     @property
     def hstu_path(self) -> Path:

@@ -2,13 +2,15 @@
 
 `SongIndex` maps clusters to their songs (most popular in the training split first) with names and artists;
 `Catalogue` adds the training playlists (for title kNN and popularity) and integer song codes. Both are cached
-together as one compact JSON file (`song_index.json`), rebuilt when an input file changes, so
-generate_playlist.py starts without pandas.
+together as arrays in one .npz file (`song_index.npz`: strings as UTF-8 bytes and offsets, no pickles), rebuilt when
+an input file changes, so generate_playlist.py starts without pandas and without re-deriving the arrays.
 """
 
 import json
 import logging
 import os
+import zipfile
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -61,18 +63,29 @@ class Catalogue:
         self.code = {s: i for i, s in enumerate(self.songs)}
         self.train_codes = [np.fromiter((self.code[s] for s in dict.fromkeys(ss)), dtype=np.int64)
                             for ss in train_songs]
-        self.counts = np.bincount(np.concatenate(self.train_codes), minlength=len(self.songs)).astype(np.float64) \
-            if self.train_codes else np.zeros(len(self.songs))
         self.clusters = sorted(index.cluster_songs)
         number = {c: i for i, c in enumerate(self.clusters)}
         self.cluster = np.full(len(self.songs), -1, dtype=np.int64)
         for song, c in index.song_cluster.items():
             self.cluster[self.code[song]] = number[c]
+        counts = self._count()
         by_id = np.argsort(np.array(self.songs, dtype=object)).argsort() if self.songs else np.zeros(0, np.int64)
-        self.popular = np.lexsort((by_id, -self.counts))  # most frequent first, ties by song id
+        self._rank(np.lexsort((by_id, -counts)))  # most frequent first, ties by song id
+
+    def _count(self) -> np.ndarray:
+        self.counts = np.bincount(np.concatenate(self.train_codes), minlength=len(self.songs)).astype(np.float64) \
+            if self.train_codes else np.zeros(len(self.songs))
+        return self.counts
+
+    def _rank(self, popular: np.ndarray) -> None:
+        self.popular = popular
         self.pop_rank = np.empty(len(self.songs), dtype=np.int64)
         self.pop_rank[self.popular] = np.arange(len(self.songs))
-        self.in_cluster = self._song_given_cluster(smoothing)
+        self.in_cluster = self._song_given_cluster(self.smoothing)
+
+    @cached_property
+    def train_songs(self) -> list[list[str]]:  # set by __init__; a cached catalogue derives it when asked
+        return [[self.songs[c] for c in codes] for codes in _split(self._train_entries.tolist(), self._train_ends)]
 
     def _song_given_cluster(self, smoothing: float) -> np.ndarray:
         """P(song | its cluster): training counts + `smoothing`, normalised within the cluster; 0 without one."""
@@ -111,28 +124,84 @@ class Catalogue:
         return [self.clusters[i] for i in order], mass[order].tolist()
 
     def save(self, path, sources: dict) -> None:
-        index = self.index
-        obj = {"version": 2, "sources": sources,
-               "clusters": [[list(t), [[s, index.counts.get(s, 0)] for s in songs]]
-                            for t, songs in index.cluster_songs.items()],
-               "names": {s: list(v) for s, v in index.names.items()},
-               "train": {"texts": self.train_texts, "songs": self.train_songs}}
-        with atomic_write(path) as f:
-            json.dump(obj, f, ensure_ascii=False, separators=(",", ":"))
+        """Everything as arrays (np.load reads them back without pickles); `sources`: the input files' stamps."""
+        names = [self.index.names.get(s) for s in self.songs]
+        entries = [np.fromiter((self.code[s] for s in ss), dtype=np.int64) for ss in self.train_songs]
+        arrays = {"version": np.array(CACHE_VERSION), "sources": _bytes(json.dumps(sources, sort_keys=True)),
+                  "songs": _pack(self.songs), "texts": _pack(self.train_texts),
+                  "names": _pack(n[0] if n else "" for n in names),
+                  "artists": _pack(n[1] if n else "" for n in names),
+                  "named": np.array([n is not None for n in names], dtype=bool),
+                  "cluster": self.cluster, "clusters": np.array(self.clusters, dtype=np.int64).reshape(
+                      len(self.clusters), -1), "popular": self.popular,
+                  "index_counts": np.array([self.index.counts.get(s, 0) for s in self.songs], dtype=np.int64),
+                  "members": _flat([np.array([self.code[s] for s in self.index.cluster_songs[c]], dtype=np.int64)
+                                    for c in self.clusters]),
+                  "distinct": _flat(self.train_codes), "entries": _flat(entries)}
+        arrays = {k: v for k, v in arrays.items() if not isinstance(v, tuple)} | {
+            f"{k}_{part}": a for k, v in arrays.items() if isinstance(v, tuple) for part, a in zip(("data", "ends"), v)}
+        with atomic_write(path, "wb") as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path, sources: dict | None = None, smoothing: float = 0.5) -> "Catalogue | None":
         """The cached catalogue, or None when it is missing, unreadable or was built from other input files."""
         try:
-            obj = json.loads(Path(path).read_text(encoding="utf-8"))
-            if obj.get("version") != 2 or (sources is not None and obj.get("sources") != sources):
-                return None
-            cluster_songs = {tuple(t): [s for s, _ in songs] for t, songs in obj["clusters"]}
-            counts = {s: n for _, songs in obj["clusters"] for s, n in songs if n}
-            index = SongIndex(cluster_songs, counts, {s: tuple(v) for s, v in obj["names"].items()})
-            return cls(index, obj["train"]["texts"], obj["train"]["songs"], smoothing)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            with np.load(path, allow_pickle=False) as z:
+                if int(z["version"]) != CACHE_VERSION or sources is None or \
+                        json.loads(z["sources"].tobytes()) != json.loads(json.dumps(sources, sort_keys=True)):
+                    return None
+                cat = cls.__new__(cls)
+                cat.smoothing = smoothing
+                cat.songs = _unpack(z["songs_data"], z["songs_ends"])
+                cat.train_texts = _unpack(z["texts_data"], z["texts_ends"])
+                cat.code = dict(zip(cat.songs, range(len(cat.songs))))
+                cat.cluster, cat.clusters = z["cluster"], [tuple(c) for c in z["clusters"].tolist()]
+                cat.train_codes = _split(z["distinct_data"], z["distinct_ends"])
+                cat._train_entries, cat._train_ends = z["entries_data"], z["entries_ends"]
+                cat._count()
+                cat._rank(z["popular"])
+                named = np.flatnonzero(z["named"]).tolist()
+                names = _unpack(z["names_data"], z["names_ends"])
+                artists = _unpack(z["artists_data"], z["artists_ends"])
+                index_counts = z["index_counts"]
+                members = _split(z["members_data"].tolist(), z["members_ends"])
+            songs = cat.songs
+            cat.index = SongIndex({c: [songs[i] for i in m] for c, m in zip(cat.clusters, members)},
+                                  {songs[i]: int(index_counts[i]) for i in np.flatnonzero(index_counts).tolist()},
+                                  {songs[i]: (names[i], artists[i]) for i in named})
+            return cat
+        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile):
             return None
+
+
+CACHE_VERSION = 3
+
+
+def _bytes(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+def _pack(strings) -> tuple[np.ndarray, np.ndarray]:
+    """Strings as one UTF-8 byte array and the end of each in characters (read back with one decode)."""
+    strings = list(strings)
+    return _bytes("".join(strings)), np.cumsum([len(s) for s in strings], dtype=np.int64)
+
+
+def _unpack(data: np.ndarray, ends: np.ndarray) -> list[str]:
+    text, ends = data.tobytes().decode("utf-8"), ends.tolist()
+    return [text[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+
+
+def _flat(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    data = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+    return data, np.cumsum([len(a) for a in arrays], dtype=np.int64)
+
+
+def _split(data, ends: np.ndarray) -> list:
+    """`data` (an array or a list) cut at `ends`."""
+    ends = ends.tolist()
+    return [data[a:b] for a, b in zip([0, *ends[:-1]], ends)]
 
 
 def file_stamps(paths) -> dict:

@@ -225,12 +225,16 @@ def test_exact_cluster_log_probs_match_teacher_forcing():
 
 def test_catalogue_cache_round_trip(tmp_path):
     cat = catalogue()
-    path = tmp_path / "index.json"
+    path = tmp_path / "index.npz"
     cat.save(path, {"a": [1, 2]})
     back = Catalogue.load(path, {"a": [1, 2]})
-    assert back.songs == cat.songs and back.train_texts == cat.train_texts
-    np.testing.assert_array_equal(back.in_cluster, cat.in_cluster)
+    assert back.songs == cat.songs and back.train_texts == cat.train_texts and back.train_songs == cat.train_songs
+    assert back.code == cat.code and back.clusters == cat.clusters
+    for name in ("in_cluster", "counts", "cluster", "popular", "pop_rank"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(cat, name))
+    assert all(np.array_equal(a, b) for a, b in zip(back.train_codes, cat.train_codes, strict=True))
     assert back.index.cluster_songs == cat.index.cluster_songs and back.index.name("zz") == ("unknown", "unknown")
+    assert back.index.names == cat.index.names and back.index.counts == cat.index.counts
     assert Catalogue.load(path, {"a": [1, 3]}) is None  # built from other files
     path.write_text("{not json")
     assert Catalogue.load(path, None) is None
