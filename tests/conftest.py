@@ -9,9 +9,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MPD = ROOT.parent / "shared" / "data" / "mpd_dev.json.gz"
+# xdist starts worker 1 on the 1st and 3rd module, worker 2 on the 2nd and 4th; then whichever has fewer than two
+# tests left takes the next
 LONGEST_FIRST = ("test_end_to_end.py", "test_training.py", "test_config.py", "test_cli.py", "test_service.py",
-                 "test_manifest.py", "test_new_songs.py")  # xdist starts worker 1 on the 1st and 3rd, worker 2 on
-# the 2nd and 4th; then whichever has fewer than two tests left takes the next
+                 "test_manifest.py", "test_gpu_check.py", "test_new_songs.py")
 
 
 def pytest_collection_modifyitems(config, items):
