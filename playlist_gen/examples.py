@@ -18,7 +18,10 @@ class TargetExamples(torch.utils.data.Dataset):
     """The training (or validation) examples of one split for `tiger.objective`, made on demand:
 
     - tuples: one example per playlist entry, the input text -> that song's tuple (no </s>). Every entry of every
-      playlist trains P(cluster | title), which generation ranks clusters by.
+      playlist trains P(cluster | title), which generation ranks clusters by. With `per_pass` K > 1 an example is
+      up to K entries of one playlist, grouped by a permutation drawn from (seed, playlist), its labels K tuples
+      (playlist_gen.title_pass: the title is encoded once for all of them). The groups stay the same every epoch
+      (the sampler shuffles the examples), so a resumed run sees the batches of an uninterrupted one.
     - sets: `sets_per_playlist` examples per playlist, each a random subset of up to `set_size` of its distinct
       clusters in random order, then </s> (seeded by the example's index: the same in every epoch and on resume).
     - sequence: one example per playlist, its clusters in playlist order (at most `max_songs`), then </s>.
@@ -26,7 +29,7 @@ class TargetExamples(torch.utils.data.Dataset):
 
     def __init__(self, input_ids: list[list[int]], targets: list[np.ndarray], objective: str, eos: int, seed: int = 0,
                  set_size: int = 20, sets_per_playlist: int = 8, max_songs: int = 50, input_dropout: float = 0.0,
-                 title_ids: list[list[int]] | None = None, extra_dropout: float = 0.0):
+                 title_ids: list[list[int]] | None = None, extra_dropout: float = 0.0, per_pass: int = 1):
         if objective not in OBJECTIVES:
             raise PipelineError(f"--tiger.objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
         self.input_ids, self.targets, self.objective, self.eos, self.seed = input_ids, targets, objective, eos, seed
@@ -34,8 +37,11 @@ class TargetExamples(torch.utils.data.Dataset):
         self.input_dropout, self.title_ids, self.extra_dropout = input_dropout, title_ids, extra_dropout
         self.order = None  # example index -> example served at that position (group_by_length)
         self.group_size = 0
+        self.per_pass = per_pass if objective == "tuples" else 1
         if objective == "tuples":
             lengths = np.array([len(t) for t in targets], dtype=np.int64)
+            if self.per_pass > 1:
+                lengths = -(-lengths // self.per_pass)  # examples per playlist: its entries in groups of per_pass
             self.row_playlist = np.repeat(np.arange(len(targets)), lengths)
             self.row_entry = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
@@ -47,8 +53,11 @@ class TargetExamples(torch.utils.data.Dataset):
     def labels(self, i: int) -> tuple[int, list[int]]:
         """(playlist, label token ids) of example i."""
         if self.objective == "tuples":
-            p = int(self.row_playlist[i])
-            return p, self.targets[p][self.row_entry[i]].tolist()
+            p, j = int(self.row_playlist[i]), int(self.row_entry[i])
+            if self.per_pass == 1:
+                return p, self.targets[p][j].tolist()
+            order = np.random.default_rng([self.seed, p]).permutation(len(self.targets[p]))
+            return p, self.targets[p][order[j * self.per_pass:(j + 1) * self.per_pass]].tolist()
         if self.objective == "sequence":
             return i, self.targets[i][:self.max_songs].ravel().tolist() + [self.eos]
         p = i // self.per_playlist
@@ -114,7 +123,8 @@ def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file",
                                 "re-run `python prepare_corpus.py` after the semantic IDs changed") from None
         targets.append(np.array(ids, dtype=np.int64).reshape(-1, levels))
     return TargetExamples(enc, targets, tc.objective, tok.eos_token_id, seed, tc.set_size, tc.sets_per_playlist,
-                          tc.max_target_songs, input_dropout, title_ids, extra_dropout)
+                          tc.max_target_songs, input_dropout, title_ids, extra_dropout,
+                          tc.tuples_per_pass if train else 1)
 
 
 def index_rows(cfg, scheme: str):

@@ -113,6 +113,11 @@ def build_model(tc, tok):
     """A fresh T5 sized by config (scratch) or a local pretrained one, embeddings matching the tokenizer."""
     from transformers import T5Config, T5ForConditionalGeneration
 
+    model_class = T5ForConditionalGeneration
+    if tc.objective == "tuples" and tc.tuples_per_pass > 1:
+        from .title_pass import TitlePassT5
+
+        model_class = TitlePassT5  # T5 that encodes each title once for all its tuples
     if tc.model_name == "scratch":
         config = T5Config(
             vocab_size=len(tok), d_model=tc.d_model, d_ff=tc.d_ff, d_kv=tc.d_kv, num_heads=tc.num_heads,
@@ -120,9 +125,9 @@ def build_model(tc, tok):
             feed_forward_proj=tc.feed_forward_proj, tie_word_embeddings=tc.tie_embeddings,
             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
         )
-        model = T5ForConditionalGeneration(config)
+        model = model_class(config)
     else:
-        model = T5ForConditionalGeneration.from_pretrained(tc.model_name, local_files_only=True)
+        model = model_class.from_pretrained(tc.model_name, local_files_only=True)
         model.resize_token_embeddings(len(tok))
     # a checkpoint stores a tied tensor once: declaring the other names as not saved lets the Trainer re-tie them
     # when it loads the best checkpoint, instead of warning that they are missing

@@ -7,6 +7,7 @@ import time
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_corpus import config_for, make_world
@@ -225,12 +226,16 @@ def test_interrupted_training_resumes_from_last_checkpoint(corpus_world, monkeyp
     assert steps[0] == 2 and steps[-1] == 12  # the curve keeps the steps before the interruption
 
 
-@pytest.mark.parametrize("objective,batch,kill,steps", [("sequence", 16, 12, 16), ("tuples", 64, 20, 24)])
+@pytest.mark.parametrize("objective,batch,kill,steps", [("sequence", 16, 12, 16), ("tuples", 64, 20, 24),
+                                                      ("tuples:4", 64, 20, 24)])
 def test_resumed_mid_epoch_equals_uninterrupted(corpus_world, monkeypatch, objective, batch, kill, steps):
     """Killed after a checkpoint in the middle of the second epoch and resumed: the same losses and the same
     weights as a run never interrupted. (The length-grouped sampler of `sequence` drew each epoch's order from
-    the global RNG, whose state at the resumed epoch's start was not the uninterrupted run's.)"""
-    argv = corpus_world + TINY + [f"--tiger.objective={objective}", f"--tiger.batch_size={batch}",
+    the global RNG, whose state at the resumed epoch's start was not the uninterrupted run's.) tuples:4 is the
+    tuples objective with 4 entries per title pass, whose grouping is drawn per epoch."""
+    objective, _, per_pass = objective.partition(":")
+    argv = corpus_world + TINY + [f"--tiger.tuples_per_pass={per_pass or 1}", f"--tiger.objective={objective}",
+                                  f"--tiger.batch_size={batch}",
                                   f"--tiger.max_steps={steps}", "--tiger.eval_steps=4", "--tiger.save_steps=4",
                                   "--tiger.save_total_limit=10", "--tiger.dropout=0.1"]
     cfg = config_for(corpus_world)
@@ -367,3 +372,62 @@ def test_busy_cores_sees_a_busy_process():
     finally:
         other.kill()
     assert busy > 0.6 and busy > idle - 0.5, (idle, busy)  # one core taken (the rest of the machine varies)
+
+
+def test_one_title_pass_scores_each_tuple_as_its_own_example():
+    """TitlePassT5 with `owner` (each title encoded once, its tuples as decoder rows) gives the loss and gradients of
+    the same (title, tuple) pairs as separate T5 examples."""
+    from transformers import DataCollatorForSeq2Seq, T5Config
+
+    from playlist_gen.title_pass import TitlePassCollator, TitlePassT5
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=40, d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1,
+                      dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    model = TitlePassT5(config)
+    titles = [[5, 6, 7, 1], [8, 9, 1]]
+    tuples = [[[20, 30], [21, 31], [22, 30]], [[23, 33]]]
+
+    class Tok:
+        pad_token_id, padding_side = 0, "right"
+
+        def pad(self, features, **kw):
+            from transformers import PreTrainedTokenizerBase
+
+            return PreTrainedTokenizerBase.pad(self, features, **kw)
+
+    base = DataCollatorForSeq2Seq(None, model=model, label_pad_token_id=-100)
+    grouped = TitlePassCollator(base, 0, 0)([{"input_ids": t, "attention_mask": [1] * len(t), "labels": ls}
+                                             for t, ls in zip(titles, tuples)])
+    assert grouped["owner"].tolist() == [0, 0, 0, 1] and grouped["input_ids"].shape == (2, 4)
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        labels = batch.pop("labels")
+        loss = losses.token_mean_loss(model(**batch), labels)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    one, g1 = loss_and_grads(grouped)
+    pairs = [(t, tup) for t, ls in zip(titles, tuples) for tup in ls]
+    ids = torch.zeros(len(pairs), 4, dtype=torch.long)
+    for r, (t, _) in enumerate(pairs):
+        ids[r, :len(t)] = torch.tensor(t)
+    labels = torch.tensor([tup for _, tup in pairs])
+    separate = {"input_ids": ids, "attention_mask": (ids > 0).long(), "labels": labels,
+                "decoder_input_ids": torch.cat([torch.zeros(len(pairs), 1, dtype=torch.long), labels[:, :-1]], 1)}
+    two, g2 = loss_and_grads(separate)
+    assert one == pytest.approx(two, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g1, g2))
+
+
+def test_title_passes_group_each_entry_once():
+    targets = [np.arange(2 * n).reshape(n, 2) for n in (5, 1, 8)]
+    ex = examples.TargetExamples([[3, 1]] * 3, targets, "tuples", eos=1, seed=7, per_pass=3)
+    assert len(ex) == 2 + 1 + 3
+    items = [sorted(map(tuple, ex[i]["labels"])) for i in range(len(ex))]
+    assert all(1 <= len(it) <= 3 for it in items)
+    by_playlist = [sorted(t for it in items[a:b] for t in it) for a, b in ((0, 2), (2, 3), (3, 6))]
+    assert by_playlist == [sorted(map(tuple, t.tolist())) for t in targets]  # every entry once
+    other = examples.TargetExamples([[3, 1]] * 3, targets, "tuples", eos=1, seed=8, per_pass=3)
+    assert [sorted(map(tuple, other[i]["labels"])) for i in range(len(ex))] != items  # seeded groups
