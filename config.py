@@ -199,7 +199,8 @@ class TigerConfig:
     objective: str = opt("tuples", "tuples (each entry: title -> its cluster) | sets (random subsets) | sequence "
                                    "(in order)", choices=OBJECTIVES)
     tuples_per_pass: int = opt(1, "objective=tuples: up to this many entries of a playlist share one encoder pass "
-                                  "of its title (1: an example per entry); batch_size still counts entries", ge=1)
+                                  "of its title (1: an example per entry); batch_size still counts entries, on "
+                                  "average", ge=1)
     set_size: int = opt(20, "objective=sets: clusters per example", ge=1)
     sets_per_playlist: int = opt(8, "objective=sets: examples per playlist per epoch", ge=1)
     max_target_songs: int = opt(50, "objective=sequence: the first songs of each playlist", ge=1)

@@ -40,6 +40,7 @@ class TargetExamples(torch.utils.data.Dataset):
         self.per_pass = per_pass if objective == "tuples" else 1
         if objective == "tuples":
             lengths = np.array([len(t) for t in targets], dtype=np.int64)
+            self.entries = int(lengths.sum())
             if self.per_pass > 1:
                 lengths = -(-lengths // self.per_pass)  # examples per playlist: its entries in groups of per_pass
             self.row_playlist = np.repeat(np.arange(len(targets)), lengths)

@@ -31,8 +31,7 @@ def training_arguments(cfg):
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # set by torchrun
     args = Seq2SeqTrainingArguments(
         output_dir=str(cfg.checkpoint_dir), seed=cfg.seed, data_seed=cfg.seed, report_to="none",
-        per_device_train_batch_size=max(1, tc.batch_size // tc.tuples_per_pass) if tc.objective == "tuples" else
-        tc.batch_size, per_device_eval_batch_size=tc.batch_size * 2,
+        per_device_train_batch_size=tc.batch_size, per_device_eval_batch_size=tc.batch_size * 2,
         learning_rate=tc.lr, weight_decay=tc.weight_decay, warmup_steps=tc.warmup_ratio, max_grad_norm=tc.grad_clip,
         num_train_epochs=tc.epochs, max_steps=tc.max_steps, lr_scheduler_type=tc.lr_scheduler,
         eval_strategy="steps", eval_steps=tc.eval_steps, save_strategy="steps", save_steps=tc.save_steps,
@@ -63,6 +62,9 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int):
 
     if train_features.objective != "tuples":
         train_features.group_by_length(args.train_batch_size * args.gradient_accumulation_steps)
+    if train_features.per_pass > 1:  # batch_size counts entries: as many titles as hold that many on average
+        per_title = train_features.entries / max(len(train_features), 1)
+        args.per_device_train_batch_size = max(1, round(args.per_device_train_batch_size / per_title))
     if args.device.type == "cpu":
         use_fast_cpu_dropout(model)
     collator = DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100)
