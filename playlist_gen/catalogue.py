@@ -127,7 +127,7 @@ class Catalogue:
         """Everything as arrays (np.load reads them back without pickles); `sources`: the input files' stamps."""
         names = [self.index.names.get(s) for s in self.songs]
         entries = [np.fromiter((self.code[s] for s in ss), dtype=np.int64) for ss in self.train_songs]
-        arrays = {"version": np.array(CACHE_VERSION), "sources": _bytes(json.dumps(sources, sort_keys=True)),
+        arrays = {"version": np.array(CACHE_VERSION), "sources": _bytes(json.dumps(sources)),
                   "songs": _pack(self.songs), "texts": _pack(self.train_texts),
                   "names": _pack(n[0] if n else "" for n in names),
                   "artists": _pack(n[1] if n else "" for n in names),
@@ -148,8 +148,8 @@ class Catalogue:
         """The cached catalogue, or None when it is missing, unreadable or was built from other input files."""
         try:
             with np.load(path, allow_pickle=False) as z:
-                if int(z["version"]) != CACHE_VERSION or sources is None or \
-                        json.loads(z["sources"].tobytes()) != json.loads(json.dumps(sources, sort_keys=True)):
+                if int(z["version"]) != CACHE_VERSION or (
+                        sources is not None and json.loads(z["sources"].tobytes()) != sources):
                     return None
                 cat = cls.__new__(cls)
                 cat.smoothing = smoothing
