@@ -62,15 +62,15 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int):
 
     if train_features.objective != "tuples":
         train_features.group_by_length(args.train_batch_size * args.gradient_accumulation_steps)
-    if train_features.per_pass > 1:  # batch_size counts entries: as many titles as hold that many on average
-        per_title = train_features.entries / max(len(train_features), 1)
-        args.per_device_train_batch_size = max(1, round(args.per_device_train_batch_size / per_title))
     if args.device.type == "cpu":
         use_fast_cpu_dropout(model)
     collator = DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100)
     if train_features.per_pass > 1:
         from .title_pass import TitlePassCollator
 
+        # batch_size counts entries: a step takes as many titles as hold that many entries on average
+        per_title = train_features.entries / max(len(train_features), 1)
+        args.per_device_train_batch_size = max(1, round(args.per_device_train_batch_size / per_title))
         collator = TitlePassCollator(collator, tok.pad_token_id, model.config.decoder_start_token_id)
     return Seq2SeqTrainer(model=model, args=args, train_dataset=train_features, eval_dataset=val_features,
                           data_collator=collator, processing_class=tok, compute_loss_func=token_mean_loss,
