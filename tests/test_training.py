@@ -232,7 +232,7 @@ def test_resumed_mid_epoch_equals_uninterrupted(corpus_world, monkeypatch, objec
     """Killed after a checkpoint in the middle of the second epoch and resumed: the same losses and the same
     weights as a run never interrupted. (The length-grouped sampler of `sequence` drew each epoch's order from
     the global RNG, whose state at the resumed epoch's start was not the uninterrupted run's.) tuples:4 is the
-    tuples objective with 4 entries per title pass, whose grouping is drawn per epoch."""
+    tuples objective with up to 4 entries per title pass."""
     objective, _, per_pass = objective.partition(":")
     argv = corpus_world + TINY + [f"--tiger.tuples_per_pass={per_pass or 1}", f"--tiger.objective={objective}",
                                   f"--tiger.batch_size={batch}",
@@ -388,15 +388,7 @@ def test_one_title_pass_scores_each_tuple_as_its_own_example():
     titles = [[5, 6, 7, 1], [8, 9, 1]]
     tuples = [[[20, 30], [21, 31], [22, 30]], [[23, 33]]]
 
-    class Tok:
-        pad_token_id, padding_side = 0, "right"
-
-        def pad(self, features, **kw):
-            from transformers import PreTrainedTokenizerBase
-
-            return PreTrainedTokenizerBase.pad(self, features, **kw)
-
-    base = DataCollatorForSeq2Seq(None, model=model, label_pad_token_id=-100)
+    base = DataCollatorForSeq2Seq(None, model=model, label_pad_token_id=-100)  # for ungrouped examples only
     grouped = TitlePassCollator(base, 0, 0)([{"input_ids": t, "attention_mask": [1] * len(t), "labels": ls}
                                              for t, ls in zip(titles, tuples)])
     assert grouped["owner"].tolist() == [0, 0, 0, 1] and grouped["input_ids"].shape == (2, 4)
