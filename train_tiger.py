@@ -34,11 +34,12 @@ def train(cfg) -> None:
     import pandas as pd
     from transformers import set_seed
 
-    from playlist_gen import checkpoints, examples, losses, manifest, training
+    from playlist_gen import checkpoints, e5_prefix, examples, losses, manifest, training
     from playlist_gen.io import write_json
     from playlist_gen.modeling import build_model, save_final, semantic_tokens
 
     tc = cfg.tiger
+    e5_prefix.check_options(tc)
     reads = manifest.Reads(cfg)
     corpus_meta, id_meta, train_df, val_df = examples.load_corpus(cfg, reads)
     if tc.index_pairs:  # pseudo-playlists of song and artist names, trained like titles
@@ -56,8 +57,14 @@ def train(cfg) -> None:
     set_seed(cfg.seed)  # same initial weights on every rank
     model = build_model(tc, tok)
     levels = int(corpus_meta["levels"])
-    train_features = examples.encode_split(tok, train_df, tc, levels, cfg.seed, str(cfg.split_path("train")))
-    val_features = examples.encode_split(tok, val_df, tc, levels, cfg.seed, str(cfg.split_path("val")), train=False)
+    e5 = None
+    if tc.e5_prefix:  # each text embedded once, by rank 0 first (the other ranks read its cache)
+        def e5(texts):
+            with args.main_process_first(desc="e5 embeddings"):
+                return e5_prefix.text_vectors(texts, cfg.e5_cache_path, write=is_main)
+    train_features = examples.encode_split(tok, train_df, tc, levels, cfg.seed, str(cfg.split_path("train")), e5=e5)
+    val_features = examples.encode_split(tok, val_df, tc, levels, cfg.seed, str(cfg.split_path("val")), train=False,
+                                         e5=e5)
     trainer = training.make_trainer(model, tok, args, train_features, val_features, tc.early_stopping_patience)
     if last:
         log.info("resuming from %s", last)

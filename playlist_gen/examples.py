@@ -29,12 +29,14 @@ class TargetExamples(torch.utils.data.Dataset):
 
     def __init__(self, input_ids: list[list[int]], targets: list[np.ndarray], objective: str, eos: int, seed: int = 0,
                  set_size: int = 20, sets_per_playlist: int = 8, max_songs: int = 50, input_dropout: float = 0.0,
-                 title_ids: list[list[int]] | None = None, extra_dropout: float = 0.0, per_pass: int = 1):
+                 title_ids: list[list[int]] | None = None, extra_dropout: float = 0.0, per_pass: int = 1,
+                 e5: np.ndarray | None = None, title_e5: np.ndarray | None = None):
         if objective not in OBJECTIVES:
             raise PipelineError(f"--tiger.objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
         self.input_ids, self.targets, self.objective, self.eos, self.seed = input_ids, targets, objective, eos, seed
         self.set_size, self.per_playlist, self.max_songs = set_size, sets_per_playlist, max_songs
         self.input_dropout, self.title_ids, self.extra_dropout = input_dropout, title_ids, extra_dropout
+        self.e5, self.title_e5 = e5, title_e5  # per playlist, its input text's and its title's e5 embedding
         self.order = None  # example index -> example served at that position (group_by_length)
         self.group_size = 0
         self.per_pass = per_pass if objective == "tuples" else 1
@@ -88,14 +90,17 @@ class TargetExamples(torch.utils.data.Dataset):
         if self.order is not None:
             i = self.order[i]
         p, labels = self.labels(i)
-        ids = self.input_ids[p]
+        ids, e5 = self.input_ids[p], self.e5
         if self.extra_dropout > 0 and np.random.default_rng([self.seed, i, 2]).random() < self.extra_dropout:
-            ids = self.title_ids[p]  # the title alone, as a person types it (tags dropped), seeded per example
+            ids, e5 = self.title_ids[p], self.title_e5  # the title alone, as a person types it (tags dropped),
         if self.input_dropout > 0 and len(ids) > 2:  # drop title tokens (never all, never </s>), seeded per example
             keep = np.random.default_rng([self.seed, i, 1]).random(len(ids) - 1) >= self.input_dropout
             if keep.any():
                 ids = [t for t, k in zip(ids[:-1], keep) if k] + ids[-1:]
-        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+        example = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+        if e5 is not None:
+            example["e5"] = e5[p]
+        return example
 
     def label_lengths(self) -> list[int]:
         """Per example, its number of label tokens (for batching examples of similar length)."""
@@ -107,13 +112,19 @@ class TargetExamples(torch.utils.data.Dataset):
                 for t in self.targets for _ in range(self.per_playlist)]
 
 
-def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file", train: bool = True) -> TargetExamples:
+def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file", train: bool = True,
+                 e5=None) -> TargetExamples:
     """Rows (title, target) -> the examples of `tc.objective`: input ids of the titles, and each target as an
-    (entries, levels) array of token ids. `train`: with tc.input_dropout (validation examples keep every token)."""
+    (entries, levels) array of token ids. `train`: with tc.input_dropout (validation examples keep every token).
+    `e5`: texts -> their e5 embeddings, for a model with tc.e5_prefix."""
     input_dropout, extra_dropout = (tc.input_dropout, tc.extra_dropout) if train else (0.0, 0.0)
     enc = tok(list(df["title"]), truncation=True, max_length=tc.max_source_len)["input_ids"]
-    title_ids = tok([t.split(EXTRA_SEPARATOR, 1)[0] for t in df["title"]], truncation=True,
-                    max_length=tc.max_source_len)["input_ids"] if extra_dropout > 0 else None
+    titles = [t.split(EXTRA_SEPARATOR, 1)[0] for t in df["title"]]
+    title_ids = tok(titles, truncation=True, max_length=tc.max_source_len)["input_ids"] if extra_dropout > 0 else None
+    vectors = (None, None)
+    if e5 is not None:  # one call: titles without tags are the same texts, embedded once
+        both = e5(list(df["title"]) + titles)
+        vectors = (both[:len(titles)], both[len(titles):])
     vocab = tok.get_vocab()
     targets = []
     for lineno, target in enumerate(df["target"], 2):
@@ -125,7 +136,7 @@ def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file",
         targets.append(np.array(ids, dtype=np.int64).reshape(-1, levels))
     return TargetExamples(enc, targets, tc.objective, tok.eos_token_id, seed, tc.set_size, tc.sets_per_playlist,
                           tc.max_target_songs, input_dropout, title_ids, extra_dropout,
-                          tc.tuples_per_pass if train else 1)
+                          tc.tuples_per_pass if train else 1, *vectors)
 
 
 def index_rows(cfg, scheme: str):

@@ -155,6 +155,16 @@ class PlaylistGenerator:
         self.vocab_size = runtime.w["lm_head.weight"].shape[0]
         self.valid = set(self.trie.clusters)
 
+    def e5(self, texts: list[str]):
+        """The texts' e5 embeddings for a model trained with an e5 prefix (playlist_gen.e5_prefix), else None."""
+        if not self.runtime.e5_prefix:
+            return None
+        import torch
+
+        from .recommend import embed
+
+        return torch.from_numpy(embed(list(texts))).to(self.device)
+
     def processor(self, num_songs: int, no_repeat: bool = True) -> TrieLogitsProcessor:
         return TrieLogitsProcessor(self.trie, self.token_ids, self.vocab_size, self.eos,
                                    min_tuples=num_songs, max_tuples=num_songs, no_repeat=no_repeat)
@@ -188,9 +198,10 @@ class PlaylistGenerator:
         toks = [torch.as_tensor(t, dtype=torch.long, device=self.device) for t in self.token_ids]
         out = np.full((len(texts), len(trie.clusters)), -np.inf, dtype=np.float64)
         for start in range(0, len(texts), batch_size):
-            ids, mask = self.tokenizer.batch(texts[start:start + batch_size], self.max_source_len, self.device)
+            batch = texts[start:start + batch_size]
+            ids, mask = self.tokenizer.batch(batch, self.max_source_len, self.device)
             with torch.inference_mode():
-                rows, node, logp = tuple_log_probs(self.runtime, ids, mask, trie.child, toks)
+                rows, node, logp = tuple_log_probs(self.runtime, ids, mask, trie.child, toks, self.e5(batch))
             out[start + rows.cpu().numpy(), node.cpu().numpy() - first_leaf] = logp.double().cpu().numpy()
         return out
 
@@ -209,13 +220,15 @@ class PlaylistGenerator:
         procs, max_new = self.processors(g, num_songs), self.levels * num_songs + 1
         out = []
         for b, start in enumerate(range(0, len(texts), g.batch_size)):
-            ids, mask = self.tokenizer.batch(texts[start:start + g.batch_size], self.max_source_len, self.device)
+            batch = texts[start:start + g.batch_size]
+            ids, mask = self.tokenizer.batch(batch, self.max_source_len, self.device)
+            e5 = self.e5(batch)
             torch.manual_seed(seed + batch_offset + b)
             with torch.inference_mode():
                 if g.mode == "beam":
-                    seqs = beam_search(self.runtime, ids, mask, procs, g.num_beams, max_new)
+                    seqs = beam_search(self.runtime, ids, mask, procs, g.num_beams, max_new, e5)
                 else:
-                    seqs = sample(self.runtime, ids, mask, procs, max_new)
+                    seqs = sample(self.runtime, ids, mask, procs, max_new, e5)
             for row in seqs.tolist():
                 out.append(tok.decode(self.tokenizer.convert_ids_to_tokens(row), self.levels, self.scheme))
         return out

@@ -118,16 +118,22 @@ def build_model(tc, tok):
         from .title_pass import TitlePassT5
 
         model_class = TitlePassT5  # T5 that encodes each title once for all its tuples
+    extra = {}
+    if tc.e5_prefix:
+        from .e5_prefix import E5PrefixT5
+
+        model_class, extra = E5PrefixT5, {"e5_prefix": tc.e5_prefix}  # saved in config.json for generation
     if tc.model_name == "scratch":
         config = T5Config(
             vocab_size=len(tok), d_model=tc.d_model, d_ff=tc.d_ff, d_kv=tc.d_kv, num_heads=tc.num_heads,
             num_layers=tc.num_layers, num_decoder_layers=tc.num_decoder_layers, dropout_rate=tc.dropout,
             feed_forward_proj=tc.feed_forward_proj, tie_word_embeddings=tc.tie_embeddings,
             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
+            **extra,
         )
         model = model_class(config)
     else:
-        model = model_class.from_pretrained(tc.model_name, local_files_only=True)
+        model = model_class.from_pretrained(tc.model_name, local_files_only=True, **extra)
         model.resize_token_embeddings(len(tok))
     # a checkpoint stores a tied tensor once: declaring the other names as not saved lets the Trainer re-tie them
     # when it loads the best checkpoint, instead of warning that they are missing

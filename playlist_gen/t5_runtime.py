@@ -69,6 +69,10 @@ class T5Runtime:
         self.scale_out = config["d_model"] ** -0.5 if scale else None
         self.pad_id, self.eos_id = config["pad_token_id"], config["eos_token_id"]
         self.start_id = config.get("decoder_start_token_id", self.pad_id)
+        self.e5_prefix, self.d_model = int(config.get("e5_prefix") or 0), config["d_model"]  # playlist_gen.e5_prefix
+        if self.e5_prefix and "e5_proj.weight" not in self.w:
+            raise PipelineError("the trained model's config.json says e5_prefix but its weights lack e5_proj; "
+                                "re-run `python train_tiger.py`")
         self.device = device
 
     def _ff(self, p: str, x):
@@ -98,19 +102,36 @@ class T5Runtime:
         table = self.w[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
         return F.embedding(b, table).permute([2, 0, 1]).unsqueeze(0)
 
-    def encode(self, input_ids, attention_mask):
-        """(N, S) token ids and 0/1 mask -> (N, S, d_model) encoder states."""
-        mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :].expand(
-            -1, 1, input_ids.shape[1], -1)
+    def embed(self, input_ids, attention_mask, e5=None):
+        """(N, S) token ids and 0/1 mask -> the encoder's (N, P + S, d_model) input vectors and their mask: P = the
+        e5 prefix's vectors (e5: (N, 384) embeddings of the texts, for a model trained with one), then the tokens."""
         x = F.embedding(input_ids, self.w["shared.weight"])
-        bias = self._bias("encoder", input_ids.shape[1], input_ids.shape[1])
+        if not self.e5_prefix:
+            return x, attention_mask
+        if e5 is None:
+            raise PipelineError("this model reads each text's e5 embedding (it was trained with --tiger.e5_prefix)")
+        from .e5_prefix import E5_SCALE
+
+        prefix = F.linear(e5.to(self.device, torch.float32) * E5_SCALE, self.w["e5_proj.weight"],
+                          self.w["e5_proj.bias"]).view(len(e5), self.e5_prefix, self.d_model).to(x.dtype)
+        ones = attention_mask.new_ones(len(e5), self.e5_prefix)
+        return torch.cat([prefix, x], dim=1), torch.cat([ones, attention_mask], dim=1)
+
+    def encode(self, input_ids, attention_mask, e5=None):
+        """(N, S) token ids and 0/1 mask (and the texts' e5 embeddings, see `embed`) -> (N, P + S, d_model) encoder
+        states and their (N, P + S) mask."""
+        x, attention_mask = self.embed(input_ids, attention_mask, e5)
+        length = x.shape[1]
+        mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :].expand(
+            -1, 1, length, -1)
+        bias = self._bias("encoder", length, length)
         for i in range(self.n_enc):
             p = f"encoder.block.{i}.layer."
             h = _rms_norm(x, self.w[p + "0.layer_norm.weight"], self.eps)
             q, k, v = (self._split(F.linear(h, self.w[f"{p}0.SelfAttention.{n}.weight"])) for n in "qkv")
             x = x + self._attend(p + "0.SelfAttention.", q, k, v, bias, mask)
             x = self._ff(p + "1.", x)
-        return _rms_norm(x, self.w["encoder.final_layer_norm.weight"], self.eps)
+        return _rms_norm(x, self.w["encoder.final_layer_norm.weight"], self.eps), attention_mask
 
     def start(self, enc_states, enc_mask) -> dict:
         """The decoding state for (N, S, d) encoder states: cross-attention keys/values, empty self cache."""
@@ -256,9 +277,9 @@ def _apply(processors, input_ids, scores):
     return scores
 
 
-def sample(rt: T5Runtime, ids, mask, processors, max_new_tokens: int):
+def sample(rt: T5Runtime, ids, mask, processors, max_new_tokens: int, e5=None):
     """Multinomial sampling; rows that ended continue with pad. -> (N, 1 + generated) token ids."""
-    state = rt.start(rt.encode(ids, mask), mask)
+    state = rt.start(*rt.encode(ids, mask, e5))
     seqs = torch.full((ids.shape[0], 1), rt.start_id, dtype=torch.long, device=ids.device)
     unfinished = torch.ones(ids.shape[0], dtype=torch.long, device=ids.device)
     for _ in range(max_new_tokens):
@@ -321,7 +342,7 @@ class _Beams:
         self.finished = torch.take_along_dim(torch.cat((self.finished, just_done), dim=1), merged, dim=1)
 
 
-def tuple_log_probs(rt: T5Runtime, ids, mask, child, level_tokens: list):
+def tuple_log_probs(rt: T5Runtime, ids, mask, child, level_tokens: list, e5=None):
     """log P(tuple | text) of every tuple of a prefix trie, exactly: depth by depth, each text's decoder runs once
     per trie node (its KV cache shared by the node's children), and each level's distribution is renormalised over
     the codes that exist below the node (the constrained decoder's distribution).
@@ -330,7 +351,7 @@ def tuple_log_probs(rt: T5Runtime, ids, mask, child, level_tokens: list):
     (ClusterTrie.child); level_tokens: per level the token ids of codes 0..K-1. -> (rows, leaf nodes, log-probs):
     row r of the result belongs to text `rows[r]`."""
     n = ids.shape[0]
-    state = rt.start(rt.encode(ids, mask), mask)
+    state = rt.start(*rt.encode(ids, mask, e5))
     text = torch.arange(n, device=ids.device)
     node = torch.zeros(n, dtype=torch.long, device=ids.device)
     logp = torch.zeros(n, device=ids.device)
@@ -347,11 +368,10 @@ def tuple_log_probs(rt: T5Runtime, ids, mask, child, level_tokens: list):
     return text, node, logp
 
 
-def beam_search(rt: T5Runtime, ids, mask, processors, num_beams: int, max_new_tokens: int):
+def beam_search(rt: T5Runtime, ids, mask, processors, num_beams: int, max_new_tokens: int, e5=None):
     """Beam search with the KV cache -> (N, 1 + longest) best sequences, pad after EOS."""
-    enc = rt.encode(ids, mask).repeat_interleave(num_beams, dim=0)
-    bmask = mask.repeat_interleave(num_beams, dim=0)
-    state = rt.start(enc, bmask)
+    enc, mask = rt.encode(ids, mask, e5)
+    state = rt.start(enc.repeat_interleave(num_beams, dim=0), mask.repeat_interleave(num_beams, dim=0))
     beams = _Beams(ids.shape[0], num_beams, 1 + max_new_tokens, rt.start_id, rt.pad_id or rt.eos_id, ids.device)
     cur_len = 1
     while True:

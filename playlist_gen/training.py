@@ -72,6 +72,10 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int):
         per_title = train_features.entries / max(len(train_features), 1)
         args.per_device_train_batch_size = max(1, round(args.per_device_train_batch_size / per_title))
         collator = TitlePassCollator(collator, tok.pad_token_id, model.config.decoder_start_token_id)
+    if getattr(model.config, "e5_prefix", 0):
+        from .e5_prefix import E5Collator
+
+        collator = E5Collator(collator)
     return Seq2SeqTrainer(model=model, args=args, train_dataset=train_features, eval_dataset=val_features,
                           data_collator=collator, processing_class=tok, compute_loss_func=token_mean_loss,
                           callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)])

@@ -120,6 +120,41 @@ def test_runtime_refuses_other_feed_forward():
         T5Runtime({**cfg, "feed_forward_proj": "gated-silu"}, dict(tiny_t5().state_dict()))
 
 
+def test_runtime_reads_the_e5_prefix_as_the_trained_model_does(tmp_path):
+    """A model trained with --tiger.e5_prefix, saved and read back by t5_runtime: its logits at every decoder position
+    equal the training model's (a padded text in the batch); the e5 vectors change them, and none given is an
+    error."""
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import T5Config
+
+    from playlist_gen.e5_prefix import E5_DIM, E5PrefixT5
+    from playlist_gen.io import PipelineError
+    from playlist_gen.t5_runtime import T5Runtime
+
+    torch.manual_seed(0)
+    model = E5PrefixT5(T5Config(vocab_size=VOCAB, d_model=16, d_ff=32, num_layers=1, num_decoder_layers=1,
+                                num_heads=2, d_kv=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=EOS,
+                                e5_prefix=3)).eval()
+    model.save_pretrained(tmp_path)
+    rt = T5Runtime(json.loads((tmp_path / "config.json").read_text()), load_file(tmp_path / "model.safetensors"))
+    x = torch.randint(3, VOCAB, (4, 6))
+    mask = torch.ones_like(x)
+    mask[1, 3:], x[1, 3:] = 0, 0
+    e5 = torch.nn.functional.normalize(torch.randn(4, E5_DIM), dim=-1)
+    dec = torch.cat([torch.zeros(4, 1, dtype=torch.long), torch.randint(3, VOCAB, (4, 4))], dim=1)
+    with torch.inference_mode():
+        theirs = model(input_ids=x, attention_mask=mask, e5=e5, decoder_input_ids=dec).logits
+        state = rt.start(*rt.encode(x, mask, e5))
+        ours = torch.stack([rt.step(dec[:, t], state) for t in range(dec.shape[1])], dim=1)
+        other = rt.step(dec[:, 0], rt.start(*rt.encode(x, mask, e5.roll(1, 0))))
+    assert torch.allclose(ours, theirs.float(), atol=1e-5)
+    assert not torch.allclose(other, ours[:, 0], atol=1e-3)
+    with pytest.raises(PipelineError, match="e5"):
+        rt.encode(x, mask)
+
+
 def _mask(proc, prefix):
     ids = torch.tensor([[0] + prefix])
     return proc(ids, torch.zeros(1, VOCAB))[0] > float("-inf")

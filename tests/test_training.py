@@ -423,3 +423,31 @@ def test_title_passes_group_each_entry_once():
     assert by_playlist == [sorted(map(tuple, t.tolist())) for t in targets]  # every entry once
     other = examples.TargetExamples([[3, 1]] * 3, targets, "tuples", eos=1, seed=8, per_pass=3)
     assert [sorted(map(tuple, other[i]["labels"])) for i in range(len(ex))] != items  # seeded groups
+
+
+def test_e5_prefix_reaches_the_model_in_training_and_in_generation(corpus_world, monkeypatch):
+    """--tiger.e5_prefix=2: every training text (with tags, and the title alone for tag dropout) is embedded into the
+    e5 cache that e5 kNN reads, the saved model says it reads a prefix, and its distribution over clusters follows
+    the e5 vectors given at generation."""
+    import pandas as pd
+
+    from playlist_gen import recommend
+    from playlist_gen.catalogue import load_catalogue
+    from playlist_gen.generation import load_generator
+    from playlist_gen.text import EXTRA_SEPARATOR
+
+    train_tiger.main(corpus_world + TINY + ["--tiger.max_steps=8", "--tiger.eval_steps=4", "--tiger.save_steps=4",
+                                            "--tiger.e5_prefix=2"])
+    cfg = config_for(corpus_world)
+    assert json.loads((cfg.final_model_dir / "config.json").read_text())["e5_prefix"] == 2
+    texts = pd.read_csv(cfg.split_path("train"), sep="\t", keep_default_na=False)["title"].tolist()
+    with np.load(cfg.e5_cache_path) as z:
+        cached = set(z["texts"].tolist())
+    assert any(EXTRA_SEPARATOR in t for t in texts)
+    assert set(texts) | {t.split(EXTRA_SEPARATOR, 1)[0] for t in texts} <= cached
+    gen = load_generator(cfg, load_catalogue(cfg).clusters)
+    titles = ["chill 1", "深夜emo 🌙"]
+    logp = gen.cluster_log_probs(titles)
+    assert np.allclose(np.logaddexp.reduce(logp, axis=1), 0, atol=1e-4)
+    monkeypatch.setattr(recommend, "embed", lambda texts: np.roll(recommend.encode(texts), 1, axis=1))
+    assert not np.allclose(gen.cluster_log_probs(titles), logp, atol=1e-3)
