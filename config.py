@@ -213,6 +213,8 @@ class TigerConfig:
     lr: float = opt(2e-3, "peak learning rate", gt=0)
     lr_scheduler: str = opt("linear", "learning-rate schedule (transformers' names)", choices=LR_SCHEDULERS)
     weight_decay: float = opt(0.01, "AdamW weight decay", ge=0)
+    label_smoothing: float = opt(0.0, "training loss: this share of each target token's probability spread over "
+                                      "the vocabulary (the model is overconfident per token)", ge=0, lt=1)
     warmup_ratio: float = opt(0.05, "share of the steps spent warming up the learning rate", ge=0, lt=1)
     epochs: float = opt(3.0, "passes over the training examples; early stopping may end sooner", gt=0)
     max_steps: int = opt(-1, "> 0 overrides epochs; -1 = use epochs", ge=-1)

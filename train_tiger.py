@@ -65,7 +65,8 @@ def train(cfg) -> None:
     train_features = examples.encode_split(tok, train_df, tc, levels, cfg.seed, str(cfg.split_path("train")), e5=e5)
     val_features = examples.encode_split(tok, val_df, tc, levels, cfg.seed, str(cfg.split_path("val")), train=False,
                                          e5=e5)
-    trainer = training.make_trainer(model, tok, args, train_features, val_features, tc.early_stopping_patience)
+    trainer = training.make_trainer(model, tok, args, train_features, val_features, tc.early_stopping_patience,
+                                   tc.label_smoothing)
     if last:
         log.info("resuming from %s", last)
     start = time.perf_counter()

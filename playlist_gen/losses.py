@@ -15,34 +15,42 @@ from .modeling import EOS
 
 class _LogSoftmaxNLL(torch.autograd.Function):
     """Summed cross-entropy of `logits` (rows x vocabulary) at `labels` (-100 = ignored), as
-    cross_entropy(reduction="sum"), with a backward that turns the saved log-probabilities into the gradient in
-    place (softmax - one-hot): no zero-filled rows x vocabulary gradient and no separate log-softmax backward
-    (measured 46 -> 27 ms per step of 3,232 x 1,901 logits on one CPU thread)."""
+    cross_entropy(reduction="sum", label_smoothing=smoothing), with a backward that turns the saved
+    log-probabilities into the gradient in place (softmax - the smoothed one-hot): no zero-filled rows x vocabulary
+    gradient and no separate log-softmax backward (measured 46 -> 27 ms per step of 3,232 x 1,901 logits on one CPU
+    thread)."""
 
     @staticmethod
-    def forward(ctx, logits, labels):
+    def forward(ctx, logits, labels, smoothing: float = 0.0):
         logp = torch.log_softmax(logits, dim=-1)
         keep = (labels != -100).unsqueeze(1)
         index = labels.clamp(min=0).unsqueeze(1)
         ctx.save_for_backward(logp, index, keep)
-        return -(logp.gather(1, index) * keep).sum()
+        ctx.smoothing = smoothing
+        target = logp.gather(1, index)
+        if smoothing:
+            target = (1 - smoothing) * target + smoothing * logp.mean(dim=1, keepdim=True)
+        return -(target * keep).sum()
 
     @staticmethod
     def backward(ctx, grad):
         logp, index, keep = ctx.saved_tensors
         row_scale = grad * keep.to(logp.dtype)  # ignored rows get no gradient
         logp.exp_().mul_(row_scale)  # softmax x dloss, reusing the saved buffer (backward runs once)
-        return logp.scatter_add_(1, index, -row_scale), None
+        if ctx.smoothing:
+            logp.sub_(row_scale * (ctx.smoothing / logp.shape[1]))
+        return logp.scatter_add_(1, index, -row_scale * (1 - ctx.smoothing)), None, None
 
 
-def token_mean_loss(outputs, labels, num_items_in_batch=None):
+def token_mean_loss(outputs, labels, num_items_in_batch=None, smoothing: float = 0.0):
     """Cross-entropy summed over target tokens / the batch's target tokens (over all devices when the Trainer
     counts them). T5's own loss is a per-device mean that ignores num_items_in_batch, which the Trainer then
-    multiplies by the number of processes; this keeps loss and gradients right under torchrun."""
+    multiplies by the number of processes; this keeps loss and gradients right under torchrun. `smoothing`: label
+    smoothing of the training loss only (validation loss, which picks the checkpoint, stays the plain one)."""
     logits = outputs["logits"].float().flatten(0, 1)
     labels = labels.flatten()
     if torch.is_grad_enabled() and logits.requires_grad:
-        total = _LogSoftmaxNLL.apply(logits, labels)
+        total = _LogSoftmaxNLL.apply(logits, labels, smoothing)
     else:
         total = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
     n = num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum()

@@ -6,6 +6,7 @@ the checkpoint policy, the losses and the CPU dropout live in their own modules 
 fast_dropout).
 """
 
+import functools
 import os
 
 import torch
@@ -54,7 +55,7 @@ def set_threads(threads: int, cuda: bool) -> int:
     return torch.get_num_threads()
 
 
-def make_trainer(model, tok, args, train_features, val_features, patience: int):
+def make_trainer(model, tok, args, train_features, val_features, patience: int, smoothing: float = 0.0):
     """A Seq2SeqTrainer whose training batches group playlists of similar target length (little padding; the
     tuples objective, all one length, gets the Trainer's seeded shuffle). Extended through public hooks only: the
     dataset's order and `set_epoch`, `compute_loss_func`, callbacks."""
@@ -77,7 +78,8 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int):
 
         collator = E5Collator(collator)
     return Seq2SeqTrainer(model=model, args=args, train_dataset=train_features, eval_dataset=val_features,
-                          data_collator=collator, processing_class=tok, compute_loss_func=token_mean_loss,
+                          data_collator=collator, processing_class=tok,
+                          compute_loss_func=functools.partial(token_mean_loss, smoothing=smoothing),
                           callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)])
 
 

@@ -102,16 +102,19 @@ def test_local_pretrained_t5_gets_semantic_tokens(corpus_world, tmp_path):
     assert tok.convert_ids_to_tokens(tok("<a_3> <b_7>")["input_ids"]) == ["<a_3>", "<b_7>", "</s>"]
 
 
-def test_token_mean_loss_matches_cross_entropy_in_value_and_gradient():
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_token_mean_loss_matches_cross_entropy_in_value_and_gradient(smoothing):
     import torch
 
     torch.manual_seed(0)
     logits = torch.randn(3, 5, 40, requires_grad=True)
     labels = torch.randint(0, 40, (3, 5))
     labels[1, 2:] = -100  # padding
-    loss = losses.token_mean_loss({"logits": logits}, labels, num_items_in_batch=torch.tensor(12))
+    loss = losses.token_mean_loss({"logits": logits}, labels, num_items_in_batch=torch.tensor(12),
+                                  smoothing=smoothing)
     (grad,) = torch.autograd.grad(loss, logits)
-    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum") / 12
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum",
+                                                 label_smoothing=smoothing) / 12
     (expected_grad,) = torch.autograd.grad(expected, logits)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert torch.allclose(grad, expected_grad, atol=1e-7) and grad[1, 2:].abs().sum() == 0
