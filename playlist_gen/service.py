@@ -94,7 +94,7 @@ class PlaylistService:
             seeds = [self.song_id(s) for s in seed_songs]
             session = Session(self.maker, record=self._record)  # it logs what it shows and is told
             session.liked = list(dict.fromkeys(seeds))
-            session.options = (num_songs or g.num_songs, pick or g.pick)
+            session.num_songs, session.pick = num_songs or g.num_songs, pick or g.pick
             playlist = self._serve(session, title, more=False)
             self.sessions[playlist.id] = session
             while len(self.sessions) > MAX_SESSIONS:
@@ -152,14 +152,7 @@ class PlaylistService:
         return Song(position, song_id, name, artist, "-".join(map(str, cluster)) if cluster else None, score, reason)
 
     def _serve(self, session: Session, title: str, more: bool) -> Playlist:
-        g = self.cfg.generate
-        num_songs, pick = session.options
-        saved = g.num_songs, g.pick
-        g.num_songs, g.pick = num_songs, pick
-        try:
-            start, songs = session.songs(title, more)
-        finally:
-            g.num_songs, g.pick = saved
+        start, songs = session.songs(title, more)
         scores = self.maker.scores
         reasons = self.maker.reasons(title, songs, session.liked) if self.cfg.recommend.method != "random_cluster" \
             else {}

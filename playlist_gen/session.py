@@ -11,7 +11,7 @@ Anything else is a new title.
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from config import PICKS
 
@@ -87,6 +87,8 @@ class Session:
         self.demoted: set[tuple] = set()
         self.title: str | None = None
         self.shown: list[tuple[str, tuple | None]] = []
+        self.num_songs: int | None = None  # per listener (the service's requests); None: --num_songs
+        self.pick: str | None = None  # None: --pick
 
     def handle(self, line: str) -> str:
         """One line typed at the prompt -> what to print."""
@@ -120,7 +122,8 @@ class Session:
 
             self.title, self.shown, self.playlist_id = title, [], uuid.uuid4().hex[:12]
         exclude = self.skipped | {s for s, _ in self.shown}
-        songs = self.maker.playlist(title, tuple(self.liked), frozenset(exclude), frozenset(self.demoted))
+        songs = self.maker.playlist(title, tuple(self.liked), frozenset(exclude), frozenset(self.demoted),
+                                    self.num_songs, self.pick)
         start = len(self.shown) + 1
         self.shown += songs
         self.log([("shown", s, start + j) for j, (s, _) in enumerate(songs)])
@@ -228,23 +231,25 @@ class PlaylistMaker:
     def song_name(self, song: str) -> str:
         return printable(" - ".join(self.catalogue.index.name(song)))
 
-    def playlist(self, title: str, seeds=(), exclude=frozenset(), demote=frozenset()) -> list[tuple[str, tuple | None]]:
-        """(song_id, cluster) per song: the recommendation's songs as --pick shows them (playlist_gen.shown, the same
-        code evaluate_tiger.py scores). A new seed per request, so asking again varies a sampled or random pick."""
+    def playlist(self, title: str, seeds=(), exclude=frozenset(), demote=frozenset(), num_songs: int | None = None,
+                 pick: str | None = None) -> list[tuple[str, tuple | None]]:
+        """(song_id, cluster) per song: the recommendation's songs as `pick` (default --pick) shows them
+        (playlist_gen.shown, the same code evaluate_tiger.py scores). A new seed per request, so asking again varies a
+        sampled or random pick."""
         import numpy as np
 
         from .recommend import Request
         from .shown import ShowPolicy, candidates, show
 
         g, seed = self.cfg.generate, self.cfg.seed + self.requests
+        policy = replace(ShowPolicy.from_config(g, pick), n=num_songs or g.num_songs)
         self.requests += 1
         seeds = tuple(dict.fromkeys([*self.seeds, *seeds]))
-        k = candidates(g.num_songs) + len(exclude)
-        request = Request(self.text(title), k, g.num_songs, seed, seeds, frozenset(exclude), frozenset(demote))
+        k = candidates(policy.n) + len(exclude)
+        request = Request(self.text(title), k, policy.n, seed, seeds, frozenset(exclude), frozenset(demote))
         rec = self.recommender.recommend([request])[0]
         self.scores = dict(zip(rec.songs, rec.song_scores))  # the last request's song scores (the service shows them)
-        return show(rec, self.catalogue, ShowPolicy.from_config(g), np.random.default_rng(seed),
-                    frozenset(exclude) | frozenset(seeds))
+        return show(rec, self.catalogue, policy, np.random.default_rng(seed), frozenset(exclude) | frozenset(seeds))
 
     def format(self, title: str, songs: list[tuple[str, tuple | None]], start: int = 1, seeds=()) -> str:
         g, index = self.cfg.generate, self.catalogue.index

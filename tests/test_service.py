@@ -48,6 +48,21 @@ def client(pipeline, tmp_path):
     return TestClient(make_app(service)), tmp_path / "feedback.db"
 
 
+def test_each_playlist_keeps_its_own_length_and_pick(client):
+    """num_songs and pick belong to a playlist: another listener's request in between changes neither, nor the
+    service's defaults."""
+    api, _ = client
+    short = api.post("/playlists", json={"title": "chill", "num_songs": 3, "pick": "ranked"}).json()
+    usual = api.post("/playlists", json={"title": "chill"}).json()
+    again = api.post("/playlists", json={"title": "chill", "num_songs": 3, "pick": "ranked"}).json()
+    assert len(short["songs"]) == 3 and len(usual["songs"]) == 5
+    assert [s["id"] for s in again["songs"]] == [s["id"] for s in short["songs"]]  # ranked: the same songs
+    more = api.post(f"/playlists/{short['id']}/feedback", json={"action": "more"}).json()["playlist"]
+    assert [s["position"] for s in more["songs"]] == [4, 5, 6]
+    more = api.post(f"/playlists/{usual['id']}/feedback", json={"action": "more"}).json()["playlist"]
+    assert [s["position"] for s in more["songs"]] == [6, 7, 8, 9, 10]
+
+
 def test_a_playlist_likes_skips_more_and_new_are_served_and_logged(client):
     api, db = client
     health = api.get("/health").json()
