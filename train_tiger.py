@@ -54,7 +54,8 @@ def train(cfg) -> None:
     semantic = semantic_tokens(corpus_meta)
     fp = checkpoints.fingerprint(tc, corpus_meta, trained_on, cfg.seed)
     tok, last = checkpoints.shared_tokenizer(cfg, args, list(train_df["title"]), semantic, fp)
-    set_seed(cfg.seed)  # same initial weights on every rank
+    seed = training.run_seed(cfg)
+    set_seed(seed)  # same initial weights on every rank
     model = build_model(tc, tok)
     levels = int(corpus_meta["levels"])
     e5 = None
@@ -62,8 +63,8 @@ def train(cfg) -> None:
         def e5(texts):
             with args.main_process_first(desc="e5 embeddings"):
                 return e5_prefix.text_vectors(texts, cfg.e5_cache_path, write=is_main)
-    train_features = examples.encode_split(tok, train_df, tc, levels, cfg.seed, str(cfg.split_path("train")), e5=e5)
-    val_features = examples.encode_split(tok, val_df, tc, levels, cfg.seed, str(cfg.split_path("val")), train=False,
+    train_features = examples.encode_split(tok, train_df, tc, levels, seed, str(cfg.split_path("train")), e5=e5)
+    val_features = examples.encode_split(tok, val_df, tc, levels, seed, str(cfg.split_path("val")), train=False,
                                          e5=e5)
     trainer = training.make_trainer(model, tok, args, train_features, val_features, tc.early_stopping_patience,
                                    tc.label_smoothing)

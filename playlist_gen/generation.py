@@ -142,22 +142,32 @@ class PlaylistGenerator:
     def __init__(self, runtime, tokenizer, meta: dict, clusters, device="cpu"):
         self.runtime, self.tokenizer, self.meta, self.device = runtime, tokenizer, meta, device
         self.levels, self.scheme = int(meta["levels"]), meta.get("token_scheme", "level")
-        sizes = [int(k) for k in meta["codebook_sizes"]]
+        self.sizes = [int(k) for k in meta["codebook_sizes"]]
         self.max_source_len = int(meta.get("max_source_len", 64))
-        self.trie = ClusterTrie(clusters, sizes)
-        self.token_ids = [tokenizer.convert_tokens_to_ids([tok.token(lvl, c, self.scheme) for c in range(k)])
-                          for lvl, k in enumerate(sizes)]
-        flat = [i for ids in self.token_ids for i in ids]
-        if None in flat or tokenizer.unk_token_id in flat:
-            raise PipelineError("the model's tokenizer lacks semantic-ID tokens for these IDs; "
-                                "re-run `python prepare_corpus.py` and `python train_tiger.py`")
+        self.trie = ClusterTrie(clusters, self.sizes)
+        self.token_ids = self.semantic_ids(tokenizer)
         self.eos = tokenizer.eos_token_id
         self.vocab_size = runtime.w["lm_head.weight"].shape[0]
         self.valid = set(self.trie.clusters)
+        self.members = [(runtime, tokenizer, self.token_ids)]  # an ensemble's models: cluster_log_probs averages them
 
-    def e5(self, texts: list[str]):
+    def semantic_ids(self, tokenizer) -> list[list[int]]:
+        """Per level, the token ids of codes 0..K-1 in `tokenizer`."""
+        ids = [tokenizer.convert_tokens_to_ids([tok.token(lvl, c, self.scheme) for c in range(k)])
+               for lvl, k in enumerate(self.sizes)]
+        flat = [i for level in ids for i in level]
+        if None in flat or tokenizer.unk_token_id in flat:
+            raise PipelineError("the model's tokenizer lacks semantic-ID tokens for these IDs; "
+                                "re-run `python prepare_corpus.py` and `python train_tiger.py`")
+        return ids
+
+    def add_member(self, runtime, tokenizer) -> None:
+        """Another model trained on the same corpus: its distribution over clusters joins the average."""
+        self.members.append((runtime, tokenizer, self.semantic_ids(tokenizer)))
+
+    def e5(self, texts: list[str], runtime=None):
         """The texts' e5 embeddings for a model trained with an e5 prefix (playlist_gen.e5_prefix), else None."""
-        if not self.runtime.e5_prefix:
+        if not (runtime or self.runtime).e5_prefix:
             return None
         import torch
 
@@ -188,20 +198,27 @@ class PlaylistGenerator:
 
     def cluster_log_probs(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """(texts, clusters) log P(cluster | text) of every cluster in `trie.clusters` order, exactly (the
-        constrained decoder's distribution over whole tuples: t5_runtime.tuple_log_probs)."""
+        constrained decoder's distribution over whole tuples: t5_runtime.tuple_log_probs); an ensemble's is the mean
+        of its models' distributions."""
+        logs = [self._cluster_log_probs(*member, texts, batch_size) for member in self.members]
+        if len(logs) == 1:
+            return logs[0]
+        return np.logaddexp.reduce(np.stack(logs), axis=0) - np.log(len(logs))
+
+    def _cluster_log_probs(self, runtime, tokenizer, token_ids, texts: list[str], batch_size: int) -> np.ndarray:
         import torch
 
         from .t5_runtime import tuple_log_probs
 
         trie = self.trie.to(self.device)
         first_leaf = len(trie.anc) - len(trie.clusters)  # nodes are numbered depth by depth, leaves last, sorted
-        toks = [torch.as_tensor(t, dtype=torch.long, device=self.device) for t in self.token_ids]
+        toks = [torch.as_tensor(t, dtype=torch.long, device=self.device) for t in token_ids]
         out = np.full((len(texts), len(trie.clusters)), -np.inf, dtype=np.float64)
         for start in range(0, len(texts), batch_size):
             batch = texts[start:start + batch_size]
-            ids, mask = self.tokenizer.batch(batch, self.max_source_len, self.device)
+            ids, mask = tokenizer.batch(batch, self.max_source_len, self.device)
             with torch.inference_mode():
-                rows, node, logp = tuple_log_probs(self.runtime, ids, mask, trie.child, toks, self.e5(batch))
+                rows, node, logp = tuple_log_probs(runtime, ids, mask, trie.child, toks, self.e5(batch, runtime))
             out[start + rows.cpu().numpy(), node.cpu().numpy() - first_leaf] = logp.double().cpu().numpy()
         return out
 
@@ -256,4 +273,27 @@ def load_generator(cfg, clusters, device: str = "cpu") -> PlaylistGenerator:
                             f"{trained_on.get('codebook_sizes')}) than {cfg.semantic_meta_path} "
                             f"({ids_meta['method']}, {ids_meta['codebook_sizes']}); re-run `python prepare_corpus.py` "
                             "and `python train_tiger.py`")
-    return PlaylistGenerator(runtime, tokenizer, meta, clusters, device)
+    generator = PlaylistGenerator(runtime, tokenizer, meta, clusters, device)
+    for path in filter(None, (p.strip() for p in cfg.recommend.ensemble.split(","))):
+        generator.add_member(*load_member(cfg, path, meta, device))
+    return generator
+
+
+def load_member(cfg, path: str, meta: dict, device):
+    """(runtime, tokenizer) of an ensemble's other model: a tiger_final folder, given as a path or relative to
+    --model_dir, trained on the corpus the main model was trained on (its manifest id)."""
+    from pathlib import Path
+
+    from .modeling import load_tiger_runtime
+
+    folder = Path(path) if Path(path).is_dir() else Path(cfg.model_dir) / path
+    if not folder.is_dir():
+        raise PipelineError(f"--recommend.ensemble: {path} is not a folder (nor {folder}); give the tiger_final folder "
+                            "of another trained model")
+    runtime, tokenizer, other = load_tiger_runtime(folder, device)
+    corpus = meta.get("trained_on", {}).get("corpus")
+    if other.get("trained_on", {}).get("corpus") != corpus or other.get("max_source_len") != meta.get(
+            "max_source_len"):
+        raise PipelineError(f"--recommend.ensemble: {folder} was trained on another corpus (or input length) than "
+                            f"{cfg.final_model_dir}; train it on this corpus, e.g. with another --tiger.init_seed")
+    return runtime, tokenizer

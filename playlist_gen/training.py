@@ -31,7 +31,7 @@ def training_arguments(cfg):
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # set by torchrun
     args = Seq2SeqTrainingArguments(
-        output_dir=str(cfg.checkpoint_dir), seed=cfg.seed, data_seed=cfg.seed, report_to="none",
+        output_dir=str(cfg.checkpoint_dir), seed=run_seed(cfg), data_seed=run_seed(cfg), report_to="none",
         per_device_train_batch_size=tc.batch_size, per_device_eval_batch_size=tc.batch_size * 2,
         learning_rate=tc.lr, weight_decay=tc.weight_decay, warmup_steps=tc.warmup_ratio, max_grad_norm=tc.grad_clip,
         num_train_epochs=tc.epochs, max_steps=tc.max_steps, lr_scheduler_type=tc.lr_scheduler,
@@ -45,6 +45,11 @@ def training_arguments(cfg):
     )  # own seeded, length-grouped order (make_trainer)
     tc.threads = set_threads(tc.threads, cuda)  # after the arguments: accelerate sets its own default for CPU
     return args  # processes; the count used is saved with the config
+
+
+def run_seed(cfg) -> int:
+    """The seed of the weights, the examples' order and dropout: --tiger.init_seed, or --seed."""
+    return cfg.seed if cfg.tiger.init_seed < 0 else cfg.tiger.init_seed
 
 
 def set_threads(threads: int, cuda: bool) -> int:

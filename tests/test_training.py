@@ -454,3 +454,33 @@ def test_e5_prefix_reaches_the_model_in_training_and_in_generation(corpus_world,
     assert np.allclose(np.logaddexp.reduce(logp, axis=1), 0, atol=1e-4)
     monkeypatch.setattr(recommend, "embed", lambda texts: np.roll(recommend.encode(texts), 1, axis=1))
     assert not np.allclose(gen.cluster_log_probs(titles), logp, atol=1e-3)
+
+
+def test_an_ensemble_averages_models_trained_with_other_init_seeds(corpus_world, tmp_path):
+    """--tiger.init_seed trains another model on the same splits; --recommend.ensemble averages the models'
+    distributions over clusters (a mixture), and refuses a folder that holds no model."""
+    import shutil
+
+    from playlist_gen.catalogue import load_catalogue
+    from playlist_gen.cli import parse_config
+    from playlist_gen.generation import load_generator
+
+    steps = ["--tiger.max_steps=8", "--tiger.eval_steps=4", "--tiger.save_steps=4"]
+    train_tiger.main(corpus_world + TINY + steps)
+    cfg = config_for(corpus_world)
+    other_out = tmp_path / "other_out"  # its own output_dir: the stage records its model there
+    shutil.copytree(cfg.output_dir, other_out)
+    other = [a for a in corpus_world if not a.startswith(("--output_dir", "--model_dir"))]
+    train_tiger.main(other + [f"--output_dir={other_out}", f"--model_dir={cfg.model_dir}/s7"] + TINY + steps
+                     + ["--tiger.init_seed=7"])
+    clusters = load_catalogue(cfg).clusters
+    titles = ["chill 1", "深夜emo 🌙", "focus"]
+    one = load_generator(cfg, clusters).cluster_log_probs(titles)
+    two = load_generator(parse_config(corpus_world + [f"--model_dir={cfg.model_dir}/s7"]),
+                         clusters).cluster_log_probs(titles)
+    both = load_generator(parse_config(corpus_world + ["--recommend.ensemble=s7/tiger_final"]),
+                          clusters).cluster_log_probs(titles)
+    assert not np.allclose(one, two, atol=1e-3)  # another init seed, another model
+    assert np.allclose(np.exp(both), (np.exp(one) + np.exp(two)) / 2, atol=1e-9)
+    with pytest.raises(PipelineError, match="ensemble: nowhere is not a folder"):
+        load_generator(parse_config(corpus_world + ["--recommend.ensemble=nowhere"]), clusters)
