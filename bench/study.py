@@ -103,8 +103,12 @@ def main() -> None:
     outs = [Path(a) for a in args if not a.startswith("--")]
     label = next((a.split("=", 1)[1] for a in args if a.startswith("--row=")), None)
     base = next((a.split("=", 1)[1] for a in args if a.startswith("--vs=")), None)
+    if not outs:
+        sys.exit("usage: python -m bench.study [--row=LABEL --vs=BASE_NAME [--gain_of=model] | --policies | "
+                 "--methods=a,b] runs/NAME/f*/out ...")
     if label is not None:
-        print(compact(outs, label) + (f" {paired_gain(outs, base)} |" if base else ""))
+        method = next((a.split("=", 1)[1] for a in args if a.startswith("--gain_of=")), "fusion")
+        print(compact(outs, label) + (f" {paired_gain(outs, base, method)} |" if base else ""))
         return
     if "--policies" in args:
         print("\n".join(policies(outs)))
