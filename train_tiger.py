@@ -66,6 +66,8 @@ def train(cfg) -> None:
     train_features = examples.encode_split(tok, train_df, tc, levels, seed, str(cfg.split_path("train")), e5=e5)
     val_features = examples.encode_split(tok, val_df, tc, levels, seed, str(cfg.split_path("val")), train=False,
                                          e5=e5)
+    if tc.e5_prefix:
+        model.fit_e5(train_features.e5)
     trainer = training.make_trainer(model, tok, args, train_features, val_features, tc.early_stopping_patience,
                                    tc.label_smoothing)
     if last:

@@ -6,8 +6,6 @@ Training: E5PrefixT5 and E5Collator, the examples carrying each text's embedding
 Generation: t5_runtime.T5Runtime reads the same `e5_proj` weights and `e5_prefix` from config.json.
 """
 
-import math
-
 import numpy as np
 import torch
 from transformers import T5ForConditionalGeneration
@@ -15,16 +13,26 @@ from transformers import T5ForConditionalGeneration
 from .io import PipelineError
 
 E5_DIM = 384  # multilingual-e5-small; recommend.E5_DIM
-E5_SCALE = math.sqrt(E5_DIM)  # the embeddings are unit vectors: coordinates of about unit size into the projection
 
 
 class E5PrefixT5(T5ForConditionalGeneration):
-    """T5 whose forward also takes `e5` (batch, 384): projected into config.e5_prefix encoder input vectors, placed
-    before the token embeddings (their attention mask extended), when the encoder runs."""
+    """T5 whose forward also takes `e5` (batch, 384): standardised by the training texts' mean and spread (e5
+    embeddings share a large common direction, cosine ~0.8 between unrelated titles: unstandardised, the projection
+    saw almost the same vector for every title and the model ignored it), projected into config.e5_prefix encoder
+    input vectors, placed before the token embeddings (their attention mask extended), when the encoder runs."""
 
     def __init__(self, config):
         super().__init__(config)
         self.e5_proj = torch.nn.Linear(E5_DIM, config.e5_prefix * config.d_model)
+        self.register_buffer("e5_mean", torch.zeros(E5_DIM))  # saved with the weights (t5_runtime reads them)
+        self.register_buffer("e5_scale", torch.ones(E5_DIM))
+
+    @torch.no_grad()
+    def fit_e5(self, vectors: np.ndarray) -> None:
+        """The standardisation, from the training texts' embeddings (before training; a resume restores it)."""
+        v = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
+        self.e5_mean.copy_(v.mean(dim=0))
+        self.e5_scale.copy_(1.0 / (v.std(dim=0, unbiased=False) + 1e-4))
 
     def forward(self, input_ids=None, attention_mask=None, e5=None, decoder_input_ids=None, labels=None,
                 encoder_outputs=None, **kwargs):  # `labels` by name: the Trainer reads a model's label names here
@@ -39,7 +47,7 @@ class E5PrefixT5(T5ForConditionalGeneration):
     def prefixed(self, input_ids, attention_mask, e5):
         """(encoder input embeddings, attention mask) with the e5 prefix first."""
         tokens = self.shared(input_ids)
-        prefix = self.e5_proj(e5.to(self.e5_proj.weight.dtype) * E5_SCALE)
+        prefix = self.e5_proj((e5.to(self.e5_mean.dtype) - self.e5_mean) * self.e5_scale)
         prefix = prefix.view(len(e5), self.config.e5_prefix, self.config.d_model).to(tokens.dtype)
         mask = torch.cat([attention_mask.new_ones(len(e5), self.config.e5_prefix), attention_mask], dim=1)
         return torch.cat([prefix, tokens], dim=1), mask

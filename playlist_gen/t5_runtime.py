@@ -70,7 +70,7 @@ class T5Runtime:
         self.pad_id, self.eos_id = config["pad_token_id"], config["eos_token_id"]
         self.start_id = config.get("decoder_start_token_id", self.pad_id)
         self.e5_prefix, self.d_model = int(config.get("e5_prefix") or 0), config["d_model"]  # playlist_gen.e5_prefix
-        if self.e5_prefix and "e5_proj.weight" not in self.w:
+        if self.e5_prefix and not {"e5_proj.weight", "e5_mean", "e5_scale"} <= self.w.keys():
             raise PipelineError("the trained model's config.json says e5_prefix but its weights lack e5_proj; "
                                 "re-run `python train_tiger.py`")
         self.device = device
@@ -110,10 +110,9 @@ class T5Runtime:
             return x, attention_mask
         if e5 is None:
             raise PipelineError("this model reads each text's e5 embedding (it was trained with --tiger.e5_prefix)")
-        from .e5_prefix import E5_SCALE
-
-        prefix = F.linear(e5.to(self.device, torch.float32) * E5_SCALE, self.w["e5_proj.weight"],
-                          self.w["e5_proj.bias"]).view(len(e5), self.e5_prefix, self.d_model).to(x.dtype)
+        e5 = (e5.to(self.device, torch.float32) - self.w["e5_mean"]) * self.w["e5_scale"]  # E5PrefixT5.fit_e5
+        prefix = F.linear(e5, self.w["e5_proj.weight"], self.w["e5_proj.bias"]).view(
+            len(e5), self.e5_prefix, self.d_model).to(x.dtype)
         ones = attention_mask.new_ones(len(e5), self.e5_prefix)
         return torch.cat([prefix, x], dim=1), torch.cat([ones, attention_mask], dim=1)
 

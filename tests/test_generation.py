@@ -137,6 +137,7 @@ def test_runtime_reads_the_e5_prefix_as_the_trained_model_does(tmp_path):
     model = E5PrefixT5(T5Config(vocab_size=VOCAB, d_model=16, d_ff=32, num_layers=1, num_decoder_layers=1,
                                 num_heads=2, d_kv=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=EOS,
                                 e5_prefix=3)).eval()
+    model.fit_e5(torch.randn(50, E5_DIM).numpy() * 0.1 + 0.3)  # standardisation saved with the weights
     model.save_pretrained(tmp_path)
     rt = T5Runtime(json.loads((tmp_path / "config.json").read_text()), load_file(tmp_path / "model.safetensors"))
     x = torch.randint(3, VOCAB, (4, 6))

@@ -448,6 +448,12 @@ def test_e5_prefix_reaches_the_model_in_training_and_in_generation(corpus_world,
         cached = set(z["texts"].tolist())
     assert any(EXTRA_SEPARATOR in t for t in texts)
     assert set(texts) | {t.split(EXTRA_SEPARATOR, 1)[0] for t in texts} <= cached
+    from safetensors.torch import load_file
+
+    weights = load_file(cfg.final_model_dir / "model.safetensors")  # the standardisation of the training texts
+    vectors = recommend.train_embeddings(texts, cfg.e5_cache_path)
+    assert np.allclose(weights["e5_mean"].numpy(), vectors.mean(axis=0), atol=1e-5)
+    assert np.allclose(weights["e5_scale"].numpy(), 1 / (vectors.std(axis=0) + 1e-4), rtol=1e-3)
     gen = load_generator(cfg, load_catalogue(cfg).clusters)
     titles = ["chill 1", "深夜emo 🌙"]
     logp = gen.cluster_log_probs(titles)
