@@ -92,7 +92,7 @@ class TargetExamples(torch.utils.data.Dataset):
         p, labels = self.labels(i)
         ids, e5 = self.input_ids[p], self.e5
         if self.extra_dropout > 0 and np.random.default_rng([self.seed, i, 2]).random() < self.extra_dropout:
-            ids, e5 = self.title_ids[p], self.title_e5  # the title alone, as a person types it (tags dropped),
+            ids, e5 = self.title_ids[p], self.title_e5  # the title alone (tags dropped), seeded per example
         if self.input_dropout > 0 and len(ids) > 2:  # drop title tokens (never all, never </s>), seeded per example
             keep = np.random.default_rng([self.seed, i, 1]).random(len(ids) - 1) >= self.input_dropout
             if keep.any():
