@@ -79,7 +79,7 @@ def prepare_checkpoint_dir(ckpt_dir, fp: dict, resume: bool) -> Path | None:
     if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()) and not info_path.exists():
         raise PipelineError(f"{ckpt_dir} holds files train_tiger.py did not write (no {RUN_INFO_FILE}); move them, or "
                             "choose another --model_dir")
-    old = read_json(info_path, "delete it and train again") if info_path.exists() else None
+    old = with_defaults(read_json(info_path, "delete it and train again"), fp) if info_path.exists() else None
     last = complete_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
     if resume and last is not None and old != fp:
         raise PipelineError(f"{ckpt_dir} holds checkpoints of another run ({differences(old or {}, fp)}): re-run "
@@ -96,6 +96,15 @@ def prepare_checkpoint_dir(ckpt_dir, fp: dict, resume: bool) -> Path | None:
     if last is not None:
         check_checkpoint(last)
     return last
+
+
+def with_defaults(old: dict, fp: dict) -> dict:
+    """A fingerprint written before an option existed: the run had that option's default (a resume of it with the
+    default is the same run)."""
+    from config import TigerConfig
+
+    defaults = TigerConfig()
+    return {**{k: getattr(defaults, k) for k in fp if k not in old and hasattr(defaults, k)}, **old}
 
 
 def check_checkpoint(ckpt: Path) -> None:

@@ -175,6 +175,16 @@ def test_checkpoint_folder_resumes_only_complete_matching_checkpoints(tmp_path):
     assert list(ckpt.iterdir()) == [ckpt / RUN_INFO_FILE]
 
 
+def test_checkpoints_from_before_an_option_existed_resume_at_its_default(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "checkpoint-5").mkdir(parents=True)
+    (ckpt / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    (ckpt / RUN_INFO_FILE).write_text(json.dumps({"corpus": "abc"}))  # written before e5_prefix existed
+    assert checkpoints.prepare_checkpoint_dir(ckpt, {"corpus": "abc", "e5_prefix": 0}, True) == ckpt / "checkpoint-5"
+    with pytest.raises(PipelineError, match="tiger.e5_prefix 0 -> 4"):
+        checkpoints.prepare_checkpoint_dir(ckpt, {"corpus": "abc", "e5_prefix": 4}, resume=True)
+
+
 def test_loading_a_missing_model_says_what_to_run(tmp_path):
     with pytest.raises(PipelineError, match="train_tiger.py"):
         modeling.load_tiger_runtime(tmp_path / "nothing")
