@@ -71,8 +71,8 @@ class T5Runtime:
         self.start_id = config.get("decoder_start_token_id", self.pad_id)
         self.e5_prefix, self.d_model = int(config.get("e5_prefix") or 0), config["d_model"]  # playlist_gen.e5_prefix
         if self.e5_prefix and not {"e5_proj.weight", "e5_mean", "e5_scale"} <= self.w.keys():
-            raise PipelineError("the trained model's config.json says e5_prefix but its weights lack e5_proj; "
-                                "re-run `python train_tiger.py`")
+            raise PipelineError("the trained model's config.json says e5_prefix but its weights lack e5_proj, "
+                                "e5_mean or e5_scale; re-run `python train_tiger.py`")
         self.device = device
 
     def _ff(self, p: str, x):
