@@ -58,11 +58,7 @@ def train(cfg) -> None:
     set_seed(seed)  # same initial weights on every rank
     model = build_model(tc, tok)
     levels = int(corpus_meta["levels"])
-    e5 = None
-    if tc.e5_prefix:  # each text embedded once, by rank 0 first (the other ranks read its cache)
-        def e5(texts):
-            with args.main_process_first(desc="e5 embeddings"):
-                return e5_prefix.text_vectors(texts, cfg.e5_cache_path, write=is_main)
+    e5 = e5_prefix.training_embedder(cfg.e5_cache_path, args, write=is_main) if tc.e5_prefix else None
     train_features = examples.encode_split(tok, train_df, tc, levels, seed, str(cfg.split_path("train")), e5=e5)
     val_features = examples.encode_split(tok, val_df, tc, levels, seed, str(cfg.split_path("val")), train=False,
                                          e5=e5)

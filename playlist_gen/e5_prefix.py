@@ -11,8 +11,7 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from .io import PipelineError
-
-E5_DIM = 384  # multilingual-e5-small; recommend.E5_DIM
+from .recommend import E5_DIM, train_embeddings
 
 
 class E5PrefixT5(T5ForConditionalGeneration):
@@ -73,9 +72,10 @@ def check_options(tc) -> None:
                             "to its default (0, 1)")
 
 
-def text_vectors(texts: list[str], cache, write: bool) -> np.ndarray:
-    """(texts, 384) e5 embeddings of the model's input texts, through the training titles' e5 cache (the one e5 kNN
-    reads), so evaluation does not embed them again."""
-    from .recommend import train_embeddings
-
-    return train_embeddings(list(texts), cache, write)
+def training_embedder(cache, args, write: bool):
+    """texts -> (texts, 384) e5 embeddings of the model's input texts, through the training titles' e5 cache (the one
+    e5 kNN reads, so evaluation does not embed them again): rank 0 first, the other ranks read what it wrote."""
+    def embed(texts: list[str]) -> np.ndarray:
+        with args.main_process_first(desc="e5 embeddings"):
+            return train_embeddings(list(texts), cache, write)
+    return embed
