@@ -279,17 +279,23 @@ def load_generator(cfg, clusters, device: str = "cpu") -> PlaylistGenerator:
     return generator
 
 
-def load_member(cfg, path: str, meta: dict, device):
-    """(runtime, tokenizer) of an ensemble's other model: a tiger_final folder, given as a path or relative to
-    --model_dir, trained on the corpus the main model was trained on (its manifest id)."""
+def member_folder(cfg, path: str):
+    """An ensemble model's tiger_final folder: `path` itself, or relative to --model_dir."""
     from pathlib import Path
-
-    from .modeling import load_tiger_runtime
 
     folder = Path(path) if Path(path).is_dir() else Path(cfg.model_dir) / path
     if not folder.is_dir():
         raise PipelineError(f"--recommend.ensemble: {path} is not a folder (nor {folder}); give the tiger_final folder "
                             "of another trained model")
+    return folder
+
+
+def load_member(cfg, path: str, meta: dict, device):
+    """(runtime, tokenizer) of an ensemble's other model: a tiger_final folder, given as a path or relative to
+    --model_dir, trained on the corpus the main model was trained on (its manifest id)."""
+    from .modeling import load_tiger_runtime
+
+    folder = member_folder(cfg, path)
     runtime, tokenizer, other = load_tiger_runtime(folder, device)
     corpus = meta.get("trained_on", {}).get("corpus")
     if other.get("trained_on", {}).get("corpus") != corpus or other.get("max_source_len") != meta.get(

@@ -500,3 +500,9 @@ def test_an_ensemble_averages_models_trained_with_other_init_seeds(corpus_world,
     assert np.allclose(np.exp(both), (np.exp(one) + np.exp(two)) / 2, atol=1e-9)
     with pytest.raises(PipelineError, match="ensemble: nowhere is not a folder"):
         load_generator(parse_config(corpus_world + ["--recommend.ensemble=nowhere"]), clusters)
+    from playlist_gen.service import served_versions  # what /health and every feedback row record
+
+    main = served_versions(cfg)["model"]
+    served = served_versions(parse_config(corpus_world + ["--recommend.ensemble=s7/tiger_final"]))["model"]
+    assert served.startswith(main + "+") and len(served) == len(main) + 17 and served != served_versions(
+        parse_config(corpus_world + [f"--recommend.ensemble={cfg.model_dir}/tiger_final"]))["model"]
