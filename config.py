@@ -121,6 +121,8 @@ class RQKMeansConfig:
                       kind="device")
     normalize: bool = opt(True, "L2-normalise song vectors first (cosine geometry)")
     assign_only: bool = opt(False, "only give IDs to songs added since training, with the saved codebooks")
+    song_level: bool = opt(False, "one more code per ID, the song's rank inside its tuple (TIGER's collision "
+                                  "token): every song its own ID, the model ranks songs, not clusters")
 
 
 @dataclass
@@ -194,6 +196,9 @@ class TigerConfig:
     extra_dropout: float = opt(0.3, "train on the title alone (the extra columns, NetEase tags, dropped) in this "
                                     "share of the examples, so the model stays good when a person types only a title",
                                ge=0, le=1)
+    tags_as_titles: float = opt(0.0, "in this share of the training examples the input is one of the playlist's "
+                                     "extra-column words (a NetEase tag) alone, as if it were a title: the "
+                                     "model learns those words as queries; 0 = off", ge=0, le=1)
     max_source_len: int = opt(128, "input tokens: title, extra columns (NetEase titles with tags: median 40)",
                               ge=2)
     objective: str = opt("tuples", "tuples (each entry: title -> its cluster) | sets (random subsets) | sequence "

@@ -70,6 +70,9 @@ def check_options(tc) -> None:
     if tc.e5_prefix and tc.objective == "tuples" and tc.tuples_per_pass > 1:
         raise PipelineError("--tiger.e5_prefix and --tiger.tuples_per_pass > 1 do not combine yet; set one of them "
                             "to its default (0, 1)")
+    if tc.e5_prefix and tc.tags_as_titles:
+        raise PipelineError("--tiger.e5_prefix and --tiger.tags_as_titles do not combine yet (the tags alone have no "
+                            "e5 embedding); set one of them to 0")
 
 
 def training_embedder(cache, args, write: bool):

@@ -30,13 +30,15 @@ class TargetExamples(torch.utils.data.Dataset):
     def __init__(self, input_ids: list[list[int]], targets: list[np.ndarray], objective: str, eos: int, seed: int = 0,
                  set_size: int = 20, sets_per_playlist: int = 8, max_songs: int = 50, input_dropout: float = 0.0,
                  title_ids: list[list[int]] | None = None, extra_dropout: float = 0.0, per_pass: int = 1,
-                 e5: np.ndarray | None = None, title_e5: np.ndarray | None = None):
+                 e5: np.ndarray | None = None, title_e5: np.ndarray | None = None,
+                 tag_ids: list[list[list[int]]] | None = None, tags_as_titles: float = 0.0):
         if objective not in OBJECTIVES:
             raise PipelineError(f"--tiger.objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
         self.input_ids, self.targets, self.objective, self.eos, self.seed = input_ids, targets, objective, eos, seed
         self.set_size, self.per_playlist, self.max_songs = set_size, sets_per_playlist, max_songs
         self.input_dropout, self.title_ids, self.extra_dropout = input_dropout, title_ids, extra_dropout
         self.e5, self.title_e5 = e5, title_e5  # per playlist, its input text's and its title's e5 embedding
+        self.tag_ids, self.tags_as_titles = tag_ids, tags_as_titles  # per playlist, each extra word's input ids
         self.order = None  # example index -> example served at that position (group_by_length)
         self.group_size = 0
         self.per_pass = per_pass if objective == "tuples" else 1
@@ -91,8 +93,11 @@ class TargetExamples(torch.utils.data.Dataset):
             i = self.order[i]
         p, labels = self.labels(i)
         ids, e5 = self.input_ids[p], self.e5
-        if self.extra_dropout > 0 and np.random.default_rng([self.seed, i, 2]).random() < self.extra_dropout:
-            ids, e5 = self.title_ids[p], self.title_e5  # the title alone (tags dropped), seeded per example
+        draw = np.random.default_rng([self.seed, i, 2]).random(2)  # seeded per example: the same on resume
+        if self.extra_dropout > 0 and draw[0] < self.extra_dropout:
+            ids, e5 = self.title_ids[p], self.title_e5  # the title alone (tags dropped)
+        if self.tags_as_titles > 0 and self.tag_ids[p] and draw[1] < self.tags_as_titles:
+            ids = self.tag_ids[p][int(draw[1] / self.tags_as_titles * len(self.tag_ids[p]))]  # one tag as the title
         if self.input_dropout > 0 and len(ids) > 2:  # drop title tokens (never all, never </s>), seeded per example
             keep = np.random.default_rng([self.seed, i, 1]).random(len(ids) - 1) >= self.input_dropout
             if keep.any():
@@ -121,6 +126,13 @@ def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file",
     enc = tok(list(df["title"]), truncation=True, max_length=tc.max_source_len)["input_ids"]
     titles = [t.split(EXTRA_SEPARATOR, 1)[0] for t in df["title"]]
     title_ids = tok(titles, truncation=True, max_length=tc.max_source_len)["input_ids"] if extra_dropout > 0 else None
+    tag_ids = None
+    if train and tc.tags_as_titles > 0:
+        tags = [t.split(EXTRA_SEPARATOR, 1)[1].replace(EXTRA_SEPARATOR, " ").split() if EXTRA_SEPARATOR in t else []
+                for t in df["title"]]
+        flat = tok([w for ws in tags for w in ws], truncation=True, max_length=tc.max_source_len)["input_ids"]
+        ends = np.cumsum([len(ws) for ws in tags])
+        tag_ids = [flat[end - len(ws):end] for ws, end in zip(tags, ends)]
     vectors = (None, None)
     if e5 is not None:  # one call: titles without tags are the same texts, embedded once
         both = e5(list(df["title"]) + titles)
@@ -136,7 +148,7 @@ def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file",
         targets.append(np.array(ids, dtype=np.int64).reshape(-1, levels))
     return TargetExamples(enc, targets, tc.objective, tok.eos_token_id, seed, tc.set_size, tc.sets_per_playlist,
                           tc.max_target_songs, input_dropout, title_ids, extra_dropout,
-                          tc.tuples_per_pass if train else 1, *vectors)
+                          tc.tuples_per_pass if train else 1, *vectors, tag_ids, tc.tags_as_titles if train else 0)
 
 
 def index_rows(cfg, scheme: str):

@@ -340,6 +340,48 @@ def test_extra_dropout_trains_some_examples_on_the_title_alone():
     assert all(kept[i]["input_ids"] == full[0] for i in range(len(kept)))
 
 
+def test_tags_as_titles_trains_some_examples_on_one_tag_alone():
+    import numpy as np
+
+    targets = [np.array([[5, 6], [7, 8]])] * 100
+    full, title = [[1, 2, 3, 9, 0]] * 100, [[1, 2, 0]] * 100
+    tags = [[[3, 0], [9, 0]]] * 100
+    ex = examples.TargetExamples(full, targets, "tuples", eos=0, seed=3, title_ids=title, extra_dropout=0.3,
+                                 tag_ids=tags, tags_as_titles=0.25)
+    inputs = [tuple(ex[i]["input_ids"]) for i in range(len(ex))]
+    assert {x: inputs.count(x) for x in set(inputs)}.keys() == {(1, 2, 3, 9, 0), (1, 2, 0), (3, 0), (9, 0)}
+    assert 0.15 < (inputs.count((3, 0)) + inputs.count((9, 0))) / len(inputs) < 0.35
+    assert inputs == [tuple(ex[i]["input_ids"]) for i in range(len(ex))]  # seeded per example: the same on resume
+    off = examples.TargetExamples(full, targets, "tuples", eos=0, seed=3, title_ids=title, extra_dropout=0.3)
+    # the tag draw is a second number of the same seeded stream: extra_dropout keeps the examples it had
+    assert [x for x in inputs if len(x) > 2] == [tuple(off[i]["input_ids"]) for i in range(len(off))
+                                                 if inputs[i] not in ((3, 0), (9, 0))]
+
+
+def test_encode_split_reads_each_extra_word_as_a_tag_title():
+    import pandas as pd
+
+    from config import TigerConfig
+
+    class WordTokenizer:  # one id per word, then </s> = 0
+        eos_token_id = 0
+        words = {"<a_1>": 1, "<b_2>": 2}
+
+        def __call__(self, texts, truncation, max_length):
+            return {"input_ids": [[self.words.setdefault(w, len(self.words) + 1) for w in t.split()] + [0]
+                                  for t in texts]}
+
+        def get_vocab(self):
+            return self.words
+
+    tok = WordTokenizer()
+    df = pd.DataFrame({"title": ["night drive | 华语 流行", "chill"], "target": ["<a_1> <b_2>", "<a_1> <b_2>"]})
+    tc = TigerConfig(tags_as_titles=0.5)
+    ex = examples.encode_split(tok, df, tc, levels=2, seed=0)
+    assert ex.tag_ids == [[[tok.words["华语"], 0], [tok.words["流行"], 0]], []]
+    assert examples.encode_split(tok, df, tc, levels=2, seed=0, train=False).tags_as_titles == 0  # training only
+
+
 def test_a_second_training_on_the_same_model_dir_is_refused_and_kill_9_frees_it(corpus_world, tmp_path):
     import signal
     import time
