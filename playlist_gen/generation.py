@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 MODES = ("beam", "sample")
 
 
+SCORED_ROWS = 1 << 15  # decoder rows per scoring step at most (texts x trie nodes at the widest depth)
+
+
 class ClusterTrie:
     """Prefix trie of the existing tuples. Nodes are numbered depth by depth (root = 0)."""
 
@@ -47,6 +50,7 @@ class ClusterTrie:
         np.add.at(leaf_count, anc[[node[c] for c in clusters]].ravel(), 1)
         self.child, self.anc, self.leaf_count = (torch.from_numpy(a) for a in (child, anc, leaf_count))
         self.clusters = clusters
+        self.widest = max(sum(len(p) == d for p in prefixes) for d in range(self.levels))  # most nodes at one depth
 
     def to(self, device):
         for name in ("child", "anc", "leaf_count"):
@@ -214,6 +218,7 @@ class PlaylistGenerator:
         first_leaf = len(trie.anc) - len(trie.clusters)  # nodes are numbered depth by depth, leaves last, sorted
         toks = [torch.as_tensor(t, dtype=torch.long, device=self.device) for t in token_ids]
         out = np.full((len(texts), len(trie.clusters)), -np.inf, dtype=np.float64)
+        batch_size = max(1, min(batch_size, SCORED_ROWS // trie.widest))  # song-level IDs: a row per song prefix
         for start in range(0, len(texts), batch_size):
             batch = texts[start:start + batch_size]
             ids, mask = tokenizer.batch(batch, self.max_source_len, self.device)

@@ -106,6 +106,21 @@ def assign_new_songs(cfg, method: str, encode, vectors_path=None) -> int:
     return len(new)
 
 
+def add_song_level(codes: np.ndarray, points: np.ndarray, codebooks) -> np.ndarray:
+    """TIGER's last token: each song's rank inside its tuple (0 = nearest the tuple's reconstruction) as one more
+    level, so every song has an ID of its own and the model ranks songs itself, not clusters times training
+    counts. (n, levels) -> (n, levels + 1)."""
+    from .kmeans import reconstruct
+
+    dist = np.square(points - reconstruct(codes, codebooks), dtype=np.float64).sum(1)
+    _, group, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    group = group.ravel()
+    order = np.lexsort((np.arange(len(codes)), dist, group))  # by tuple, then distance (ties: file order)
+    rank = np.empty(len(codes), np.int64)
+    rank[order] = np.arange(len(codes)) - (np.cumsum(counts) - counts)[group[order]]
+    return np.column_stack([codes, rank])
+
+
 def clusters(song_to_ids: dict) -> dict[tuple[int, ...], list[str]]:
     """Concept clusters: tuple -> the songs that share it."""
     out = defaultdict(list)

@@ -166,6 +166,31 @@ def test_train_rq_kmeans_smoke(tmp_path):
     assert (out / "song_semantic_ids.jsonl").read_bytes() == first  # same seed, same IDs
 
 
+def test_song_level_gives_every_song_its_own_id_ranked_by_distance(tmp_path):
+    import train_rq_kmeans
+    from playlist_gen.data import load_song_vectors
+    from playlist_gen.kmeans import l2_normalize, load_codebooks, reconstruct
+
+    write_tiny_data(tmp_path / "data")
+    train_rq_kmeans.main(args(tmp_path) + ["--rqkmeans.vocab_size=8", "--rqkmeans.song_level=true"])
+    out = tmp_path / "out"
+    rows = read_jsonl(out / "song_semantic_ids.jsonl")
+    codes = np.array([r["semantic_ids"] for r in rows])
+    meta = json.loads((out / "semantic_ids_meta.json").read_text())
+    assert meta["levels"] == 3 and meta["song_level"] and meta["codebook_sizes"][:2] == [8, 8]
+    assert len({tuple(c) for c in codes}) == len(codes)  # one ID per song
+    assert meta["codebook_sizes"][2] == codes[:, 2].max() + 1 > 1
+    _, X = load_song_vectors(tmp_path / "data" / "song_vectors.csv")
+    books, _ = load_codebooks(out / "semantic_ids" / "rqkmeans" / "codebooks.npz", "")
+    dist = np.square(l2_normalize(X) - reconstruct(codes[:, :2], books)).sum(1)
+    for t in {tuple(c) for c in codes[:, :2]}:  # inside a tuple: ranks 0..n-1, nearest its reconstruction first
+        members = np.flatnonzero((codes[:, :2] == t).all(1))
+        assert sorted(codes[members, 2]) == list(range(len(members)))
+        assert (np.diff(dist[members[np.argsort(codes[members, 2])]]) >= 0).all()
+    with pytest.raises(PipelineError, match="song-level"):
+        train_rq_kmeans.main(args(tmp_path) + ["--rqkmeans.assign_only=true"])
+
+
 def test_missing_vectors_says_run_prepare_data(tmp_path):
     import train_rq_kmeans
     import train_rqvae
