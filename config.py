@@ -231,7 +231,10 @@ class TigerConfig:
     save_steps: int = opt(500, "checkpoint every this many steps (a multiple of eval_steps)", ge=1)
     save_total_limit: int = opt(2, "checkpoints kept (the best one always)", ge=1)
     logging_steps: int = opt(50, "log the training loss every this many steps", ge=1)
-    early_stopping_patience: int = opt(5, "evaluations without a better val loss before stopping", ge=1)
+    early_stopping_patience: int = opt(5, "evaluations without a better validation score before stopping", ge=1)
+    select_by: str = opt("loss", "the checkpoint kept and early stopping by: loss (validation loss per token) | ndcg "
+                                 "(the validation playlists' NDCG@100 over clusters, the ranking generation uses)",
+                         choices=("loss", "ndcg"))
     precision: str = opt("auto", "auto (bf16 where supported, else fp32) | fp32 | bf16; never fp16",
                          choices=PRECISIONS)
     num_workers: int = opt(0, "data loader worker processes", ge=0)

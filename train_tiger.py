@@ -64,8 +64,16 @@ def train(cfg) -> None:
                                          e5=e5)
     if tc.e5_prefix:
         model.fit_e5(train_features.e5)
+    ranking = None
+    if tc.select_by == "ndcg":
+        from playlist_gen.semantic_ids import load_semantic_ids
+        from playlist_gen.val_ranking import ClusterNDCG
+
+        reads.require("semantic_ids", [cfg.semantic_ids_path])
+        ranking = ClusterNDCG(val_features, set(load_semantic_ids(cfg)[0].values()), corpus_meta["codebook_sizes"],
+                              tok, corpus_meta["token_scheme"])
     trainer = training.make_trainer(model, tok, args, train_features, val_features, tc.early_stopping_patience,
-                                   tc.label_smoothing)
+                                   tc.label_smoothing, ranking)
     if last:
         log.info("resuming from %s", last)
     start = time.perf_counter()

@@ -36,8 +36,10 @@ def training_arguments(cfg):
         learning_rate=tc.lr, weight_decay=tc.weight_decay, warmup_steps=tc.warmup_ratio, max_grad_norm=tc.grad_clip,
         num_train_epochs=tc.epochs, max_steps=tc.max_steps, lr_scheduler_type=tc.lr_scheduler,
         eval_strategy="steps", eval_steps=tc.eval_steps, save_strategy="steps", save_steps=tc.save_steps,
-        save_total_limit=tc.save_total_limit, load_best_model_at_end=True, metric_for_best_model="eval_loss",
-        greater_is_better=False, restore_callback_states_from_checkpoint=True, prediction_loss_only=True,
+        save_total_limit=tc.save_total_limit, load_best_model_at_end=True,
+        metric_for_best_model="eval_cluster_ndcg" if tc.select_by == "ndcg" else "eval_loss",  # val_ranking.METRIC
+        greater_is_better=tc.select_by == "ndcg", restore_callback_states_from_checkpoint=True,
+        prediction_loss_only=True,
         logging_strategy="steps", logging_steps=tc.logging_steps, disable_tqdm=False,
         bf16=bf16, use_cpu=not cuda, ddp_backend="gloo" if distributed and not cuda else None,
         ddp_find_unused_parameters=False, dataloader_num_workers=tc.num_workers, remove_unused_columns=False,
@@ -60,10 +62,12 @@ def set_threads(threads: int, cuda: bool) -> int:
     return torch.get_num_threads()
 
 
-def make_trainer(model, tok, args, train_features, val_features, patience: int, smoothing: float = 0.0):
+def make_trainer(model, tok, args, train_features, val_features, patience: int, smoothing: float = 0.0,
+                 ranking=None):
     """A Seq2SeqTrainer whose training batches group playlists of similar target length (little padding; the
     tuples objective, all one length, gets the Trainer's seeded shuffle). Extended through public hooks only: the
-    dataset's order and `set_epoch`, `compute_loss_func`, callbacks."""
+    dataset's order and `set_epoch`, `compute_loss_func`, callbacks. `ranking`: a val_ranking.ClusterNDCG, which
+    adds its metric before early stopping reads the metrics."""
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Seq2SeqTrainer
 
     if train_features.objective != "tuples":
@@ -85,7 +89,7 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int, 
     return Seq2SeqTrainer(model=model, args=args, train_dataset=train_features, eval_dataset=val_features,
                           data_collator=collator, processing_class=tok,
                           compute_loss_func=functools.partial(token_mean_loss, smoothing=smoothing),
-                          callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)])
+                          callbacks=[*filter(None, [ranking]), EarlyStoppingCallback(early_stopping_patience=patience)])
 
 
 def final_meta(tc, corpus_meta: dict, id_meta: dict, **extra) -> dict:
@@ -103,7 +107,8 @@ def summary(trainer, val_loss: float, blind: float, seconds: float, resumed_from
     state = trainer.state
     return {
         "val_loss": val_loss, "title_blind_loss": blind, "steps": state.global_step, "epochs": state.epoch,
-        "best_step": state.best_global_step, "best_eval_loss": state.best_metric, "train_seconds": seconds,
+        "best_step": state.best_global_step, "train_seconds": seconds,
+        "selected_by": (metric := trainer.args.metric_for_best_model), f"best_{metric}": state.best_metric,
         "resumed_from_step": resumed_from, "train_playlists": n_train, "val_playlists": n_val,
         "world_size": trainer.args.world_size, "device": str(trainer.args.device),
         "precision": "bf16" if trainer.args.bf16 else "fp32", "threads": torch.get_num_threads(),

@@ -87,6 +87,32 @@ def test_train_single_process_and_reload(corpus_world):
     assert cfg.loss_curve_png_path.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_select_by_ndcg_keeps_the_checkpoint_of_the_best_validation_ranking(corpus_world):
+    """--tiger.select_by=ndcg: every evaluation scores the validation playlists' clusters, the best one is kept, and
+    its number is what generation's cluster distribution gives for the same playlists."""
+    from playlist_gen.corpus import read_split
+    from playlist_gen.generation import load_generator
+    from playlist_gen.metrics import ndcg_at_k
+    from playlist_gen.semantic_ids import load_semantic_ids
+
+    train_tiger.main(corpus_world + TINY + ["--tiger.max_steps=12", "--tiger.eval_steps=4", "--tiger.save_steps=4",
+                                            "--tiger.select_by=ndcg", "--tiger.lr=0.01"])
+    cfg = config_for(corpus_world)
+    summary = json.loads(cfg.train_summary_path.read_text())
+    state = json.loads((cfg.checkpoint_dir / "checkpoint-12" / "trainer_state.json").read_text())
+    evals = [(e["step"], e["eval_cluster_ndcg"]) for e in state["log_history"] if "eval_cluster_ndcg" in e]
+    assert [step for step, _ in evals] == [4, 8, 12] and summary["selected_by"] == "eval_cluster_ndcg"
+    best = max(evals, key=lambda e: (e[1], -e[0]))  # the first of the best
+    assert summary["best_step"] == best[0] and summary["best_eval_cluster_ndcg"] == pytest.approx(best[1])
+    clusters = set(load_semantic_ids(cfg)[0].values())
+    val = read_split(cfg, "val")
+    gen = load_generator(cfg, clusters)
+    log_probs = gen.cluster_log_probs(list(val["title"]))
+    ranked = [[gen.trie.clusters[i] for i in np.argsort(-row, kind="stable")[:100]] for row in log_probs]
+    ndcg = np.mean([ndcg_at_k(r, tokens.decode(t, 2), 100) for r, t in zip(ranked, val["target"])])
+    assert ndcg == pytest.approx(best[1], abs=1e-3)
+
+
 def test_local_pretrained_t5_gets_semantic_tokens(corpus_world, tmp_path):
     from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
