@@ -51,11 +51,24 @@ class ClusterTrie:
         self.child, self.anc, self.leaf_count = (torch.from_numpy(a) for a in (child, anc, leaf_count))
         self.clusters = clusters
         self.widest = max(sum(len(p) == d for p in prefixes) for d in range(self.levels))  # most nodes at one depth
+        self.first_leaf = len(prefixes) - len(clusters)  # nodes are numbered depth by depth, leaves last, sorted
 
     def to(self, device):
         for name in ("child", "anc", "leaf_count"):
             setattr(self, name, getattr(self, name).to(device))
         return self
+
+    def log_probs(self, runtime, level_tokens: list, ids, mask, e5=None):
+        """(texts, clusters) float64 tensor: log P(cluster | text) of every cluster in `clusters` order under the
+        runtime's model, exactly (t5_runtime.tuple_log_probs; the trie on the runtime's device)."""
+        import torch
+
+        from .t5_runtime import tuple_log_probs
+
+        rows, node, logp = tuple_log_probs(runtime, ids, mask, self.child, level_tokens, e5)
+        out = torch.full((ids.shape[0], len(self.clusters)), -torch.inf, dtype=torch.float64, device=ids.device)
+        out[rows, node - self.first_leaf] = logp.double()
+        return out
 
 
 class TrieLogitsProcessor:
@@ -212,10 +225,7 @@ class PlaylistGenerator:
     def _cluster_log_probs(self, runtime, tokenizer, token_ids, texts: list[str], batch_size: int) -> np.ndarray:
         import torch
 
-        from .t5_runtime import tuple_log_probs
-
         trie = self.trie.to(self.device)
-        first_leaf = len(trie.anc) - len(trie.clusters)  # nodes are numbered depth by depth, leaves last, sorted
         toks = [torch.as_tensor(t, dtype=torch.long, device=self.device) for t in token_ids]
         out = np.full((len(texts), len(trie.clusters)), -np.inf, dtype=np.float64)
         batch_size = max(1, min(batch_size, SCORED_ROWS // trie.widest))  # song-level IDs: a row per song prefix
@@ -223,8 +233,7 @@ class PlaylistGenerator:
             batch = texts[start:start + batch_size]
             ids, mask = tokenizer.batch(batch, self.max_source_len, self.device)
             with torch.inference_mode():
-                rows, node, logp = tuple_log_probs(runtime, ids, mask, trie.child, toks, self.e5(batch, runtime))
-            out[start + rows.cpu().numpy(), node.cpu().numpy() - first_leaf] = logp.double().cpu().numpy()
+                out[start:start + len(batch)] = trie.log_probs(runtime, toks, ids, mask, self.e5(batch, runtime)).cpu()
         return out
 
     def generate(self, texts: list[str], g, num_songs: int | None = None, seed: int = 0,

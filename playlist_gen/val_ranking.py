@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 from . import tokens
 from .generation import ClusterTrie
 from .metrics import ndcg_at_k
-from .t5_runtime import T5Runtime, tuple_log_probs
+from .t5_runtime import T5Runtime
 
 METRIC = "eval_cluster_ndcg"
 log = logging.getLogger(__name__)
@@ -23,7 +23,6 @@ class ClusterNDCG(TrainerCallback):
 
     def __init__(self, val_features, clusters, codebook_sizes, tok, scheme: str, k: int = 100, batch_size: int = 32):
         self.trie = ClusterTrie(clusters, codebook_sizes)
-        self.first_leaf = len(self.trie.anc) - len(self.trie.clusters)
         ids = [tok.convert_tokens_to_ids([tokens.token(lvl, c, scheme) for c in range(n)])
                for lvl, n in enumerate(codebook_sizes)]
         self.token_ids = [torch.as_tensor(level, dtype=torch.long) for level in ids]
@@ -37,7 +36,7 @@ class ClusterNDCG(TrainerCallback):
         """Mean NDCG@k of the validation playlists' clusters under `model` (eval-mode forward, no dropout)."""
         device = next(model.parameters()).device
         runtime = T5Runtime(model.config.to_dict(), {k: v.detach() for k, v in model.state_dict().items()}, device)
-        child, toks = self.trie.child.to(device), [t.to(device) for t in self.token_ids]
+        trie, toks = self.trie.to(device), [t.to(device) for t in self.token_ids]
         out = []
         with torch.inference_mode():
             for start in range(0, len(self.inputs), self.batch_size):
@@ -47,11 +46,9 @@ class ClusterNDCG(TrainerCallback):
                 for r, row in enumerate(rows):
                     ids[r, :len(row)], mask[r, :len(row)] = torch.as_tensor(row), 1
                 e5 = None if self.e5 is None else torch.from_numpy(self.e5[start:start + len(rows)])
-                text, node, logp = tuple_log_probs(runtime, ids.to(device), mask.to(device), child, toks, e5)
-                dense = torch.full((len(rows), len(self.trie.clusters)), -torch.inf, device=device)
-                dense[text, node - self.first_leaf] = logp.float()
-                top = dense.topk(min(self.k, dense.shape[1]), dim=1).indices.cpu().tolist()
-                out += [ndcg_at_k([self.trie.clusters[i] for i in idx], self.truth[start + r], self.k)
+                scores = trie.log_probs(runtime, toks, ids.to(device), mask.to(device), e5)
+                top = scores.topk(min(self.k, scores.shape[1]), dim=1).indices.cpu().tolist()
+                out += [ndcg_at_k([trie.clusters[i] for i in idx], self.truth[start + r], self.k)
                         for r, idx in enumerate(top)]
         return float(np.mean(out))
 
