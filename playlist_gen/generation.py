@@ -24,6 +24,17 @@ log = logging.getLogger(__name__)
 MODES = ("beam", "sample")
 
 
+def level_token_ids(tokenizer, codebook_sizes, scheme: str) -> list[list[int]]:
+    """Per level, the token ids of codes 0..K-1 in `tokenizer` (transformers' or t5_runtime's)."""
+    ids = [tokenizer.convert_tokens_to_ids([tok.token(lvl, c, scheme) for c in range(k)])
+           for lvl, k in enumerate(codebook_sizes)]
+    flat = [i for level in ids for i in level]
+    if None in flat or tokenizer.unk_token_id in flat:
+        raise PipelineError("the model's tokenizer lacks semantic-ID tokens for these IDs; "
+                            "re-run `python prepare_corpus.py` and `python train_tiger.py`")
+    return ids
+
+
 SCORED_ROWS = 1 << 15  # decoder rows per scoring step at most (texts x trie nodes at the widest depth)
 
 
@@ -170,13 +181,7 @@ class PlaylistGenerator:
 
     def semantic_ids(self, tokenizer) -> list[list[int]]:
         """Per level, the token ids of codes 0..K-1 in `tokenizer`."""
-        ids = [tokenizer.convert_tokens_to_ids([tok.token(lvl, c, self.scheme) for c in range(k)])
-               for lvl, k in enumerate(self.sizes)]
-        flat = [i for level in ids for i in level]
-        if None in flat or tokenizer.unk_token_id in flat:
-            raise PipelineError("the model's tokenizer lacks semantic-ID tokens for these IDs; "
-                                "re-run `python prepare_corpus.py` and `python train_tiger.py`")
-        return ids
+        return level_token_ids(tokenizer, self.sizes, self.scheme)
 
     def add_member(self, runtime, tokenizer) -> None:
         """Another model trained on the same corpus: its distribution over clusters joins the average."""

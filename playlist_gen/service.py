@@ -75,18 +75,11 @@ def served_versions(cfg) -> dict:
 def ensemble_digests(cfg) -> list[str]:
     """Per model of --recommend.ensemble, the first 16 hex digits of its weights' sha256: with an ensemble, the
     model version is the main model's manifest id + these, so feedback says which models served it."""
-    import hashlib
-
     from .generation import member_folder
+    from .manifest import sha256_file
 
-    out = []
-    for path in filter(None, (p.strip() for p in cfg.recommend.ensemble.split(","))):
-        digest = hashlib.sha256()
-        with open(member_folder(cfg, path) / "model.safetensors", "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        out.append(digest.hexdigest()[:16])
-    return out
+    return [sha256_file(member_folder(cfg, path) / "model.safetensors")[:16]
+            for path in filter(None, (p.strip() for p in cfg.recommend.ensemble.split(",")))]
 
 
 class PlaylistService:

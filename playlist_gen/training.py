@@ -21,6 +21,8 @@ def training_arguments(cfg):
     """Seq2SeqTrainingArguments for this run; creating them sets up torch.distributed under torchrun."""
     from transformers import Seq2SeqTrainingArguments
 
+    from .val_ranking import METRIC
+
     tc = cfg.tiger
     cuda = resolve_device("auto").startswith("cuda")
     if tc.precision not in ("auto", "fp32", "bf16"):
@@ -37,7 +39,7 @@ def training_arguments(cfg):
         num_train_epochs=tc.epochs, max_steps=tc.max_steps, lr_scheduler_type=tc.lr_scheduler,
         eval_strategy="steps", eval_steps=tc.eval_steps, save_strategy="steps", save_steps=tc.save_steps,
         save_total_limit=tc.save_total_limit, load_best_model_at_end=True,
-        metric_for_best_model="eval_cluster_ndcg" if tc.select_by == "ndcg" else "eval_loss",  # val_ranking.METRIC
+        metric_for_best_model=METRIC if tc.select_by == "ndcg" else "eval_loss",
         greater_is_better=tc.select_by == "ndcg", restore_callback_states_from_checkpoint=True,
         prediction_loss_only=True,
         logging_strategy="steps", logging_steps=tc.logging_steps, disable_tqdm=False,

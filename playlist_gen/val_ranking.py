@@ -9,8 +9,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from . import tokens
-from .generation import ClusterTrie
+from .generation import ClusterTrie, level_token_ids
 from .metrics import ndcg_at_k
 from .t5_runtime import T5Runtime
 
@@ -23,8 +22,7 @@ class ClusterNDCG(TrainerCallback):
 
     def __init__(self, val_features, clusters, codebook_sizes, tok, scheme: str, k: int = 100, batch_size: int = 32):
         self.trie = ClusterTrie(clusters, codebook_sizes)
-        ids = [tok.convert_tokens_to_ids([tokens.token(lvl, c, scheme) for c in range(n)])
-               for lvl, n in enumerate(codebook_sizes)]
+        ids = level_token_ids(tok, codebook_sizes, scheme)
         self.token_ids = [torch.as_tensor(level, dtype=torch.long) for level in ids]
         code_of = [{t: c for c, t in enumerate(level)} for level in ids]
         self.truth = [{tuple(code_of[lvl][int(t)] for lvl, t in enumerate(row)) for row in target}
