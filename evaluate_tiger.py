@@ -215,10 +215,11 @@ def require_inputs(cfg, model: bool):
     """Everything evaluated, checked against its manifest: the model (trained on the current corpus and IDs), the
     corpus, the IDs and the playlists."""
     from playlist_gen import manifest
+    from playlist_gen.generation import trained_members
 
     reads = manifest.Reads(cfg)
     if model:
-        reads.require("model", [cfg.final_model_dir])
+        reads.require("model", [cfg.final_model_dir, *trained_members(cfg)])
     reads.require("corpus", [cfg.split_path(cfg.eval.split), cfg.split_path("train"), cfg.corpus_meta_path])
     reads.require("semantic_ids", [cfg.semantic_ids_path, cfg.semantic_meta_path])
     reads.require("data", [cfg.playlist_info_path, cfg.playlist_song_path, cfg.song_info_path])

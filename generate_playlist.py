@@ -39,7 +39,7 @@ def check_options(cfg) -> None:
     manifests' chain and stamps (size, mtime) of what is read, so no large file is hashed on the way to the first
     playlist. Option values were checked with the config."""
     from playlist_gen import manifest
-    from playlist_gen.generation import require_model
+    from playlist_gen.generation import require_model, trained_members
     from playlist_gen.io import PipelineError
 
     if cfg.generate.explain and cfg.recommend.method == "random_cluster":
@@ -48,7 +48,7 @@ def check_options(cfg) -> None:
     reads = manifest.Reads(cfg, thorough=False)
     if cfg.recommend.method in ("model", "fusion"):
         require_model(cfg)
-        reads.require("model", [cfg.final_model_dir])
+        reads.require("model", [cfg.final_model_dir, *trained_members(cfg)])
     reads.require("corpus", [cfg.split_path("train"), cfg.corpus_meta_path])
     reads.require("semantic_ids", [cfg.semantic_ids_path])
     reads.require("data", [cfg.playlist_info_path, cfg.playlist_song_path, cfg.song_info_path])

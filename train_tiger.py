@@ -8,9 +8,12 @@ train_tiger.py`; several: `torchrun --nproc_per_node=N train_tiger.py` (GPUs, or
 """
 
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 from playlist_gen.cli import parse_config, run_script, save_config
 from playlist_gen.device import share_cores_gracefully
@@ -30,13 +33,34 @@ def main(argv=None):
         train(cfg)
 
 
+@dataclass
+class Run:
+    """What every model of the run trains on (an ensemble's models share it)."""
+
+    reads: object  # manifest.Reads
+    corpus_meta: dict
+    id_meta: dict
+    train_df: object  # pandas DataFrames
+    val_df: object
+    trained_on: dict  # manifest ids of the corpus and semantic IDs
+    blind: float  # the title-blind loss on the validation targets
+
+
+@dataclass
+class Fitted:
+    trainer: object
+    tok: object
+    last: object  # the checkpoint resumed from, or None
+    seconds: float
+    val_loss: float  # rank 0 only (nan elsewhere)
+
+
 def train(cfg) -> None:
     import pandas as pd
-    from transformers import set_seed
 
-    from playlist_gen import checkpoints, e5_prefix, examples, losses, manifest, training
+    from playlist_gen import e5_prefix, examples, losses, manifest, training
     from playlist_gen.io import write_json
-    from playlist_gen.modeling import build_model, save_final, semantic_tokens
+    from playlist_gen.modeling import save_final, semantic_tokens
 
     tc = cfg.tiger
     e5_prefix.check_options(tc)
@@ -47,21 +71,91 @@ def train(cfg) -> None:
         reads.require("data", [cfg.song_info_path])
         train_df = pd.concat([train_df, examples.index_rows(cfg, corpus_meta["token_scheme"])], ignore_index=True)
     trained_on = {"corpus": reads.upstream["corpus"], "semantic_ids": reads.upstream["semantic_ids"]}
+    blind = losses.title_blind_loss(train_df["target"], val_df["target"], semantic_tokens(corpus_meta), tc.objective,
+                                    int(corpus_meta["levels"]))
+    run = Run(reads, corpus_meta, id_meta, train_df, val_df, trained_on, blind)
+    members = [train_member(member_config(cfg, k), run) for k in range(1, tc.ensemble)]
     args = training.training_arguments(cfg)  # sets up torch.distributed under torchrun
-    is_main = args.process_index == 0
+    fitted = fit(cfg, args, run)
+    trainer, is_main = fitted.trainer, args.process_index == 0
+    if is_main:
+        folders = [cfg.member_model_dir(k) / "tiger_final" for k in range(1, tc.ensemble)]
+        meta = training.final_meta(tc, corpus_meta, id_meta, val_loss=fitted.val_loss, title_blind_loss=blind,
+                                   trained_on=trained_on,
+                                   members=[str(f.relative_to(cfg.model_dir)) for f in folders])
+        files = [cfg.final_model_dir, *folders, cfg.loss_curve_csv_path, cfg.loss_curve_png_path,
+                 cfg.train_summary_path]
+        manifest.begin(cfg, "model", files)
+        save_final(trainer.model, fitted.tok, meta, cfg.final_model_dir)
+        losses.write_loss_curve(losses.loss_rows(trainer.state.log_history), cfg.loss_curve_csv_path,
+                                cfg.loss_curve_png_path, blind)
+        summary = summarise(fitted, run)
+        write_json(cfg.train_summary_path, {**summary, "members": members} if members else summary)
+        save_config(cfg, "train_tiger")
+        manifest.finish(cfg, "model", files, reads)
+        print(f"val_loss {fitted.val_loss:.4f} vs title_blind_loss {blind:.4f} (nats per target token); "
+              f"{trainer.state.global_step:,} steps in {fitted.seconds:.0f} s; model in {cfg.final_model_dir}"
+              + (f" (+ {len(members)} more in {cfg.member_model_dir(1).parent})" if members else ""))
+    trainer.accelerator.wait_for_everyone()
+
+
+def member_config(cfg, k: int):
+    """The config of an ensemble's model k >= 1: its own model_dir and init seed (the run's + k), the same splits."""
+    from playlist_gen.training import run_seed
+
+    tiger = dataclasses.replace(cfg.tiger, init_seed=run_seed(cfg) + k, ensemble=1)
+    return dataclasses.replace(cfg, model_dir=str(cfg.member_model_dir(k)), tiger=tiger)
+
+
+def train_member(cfg, run: Run) -> dict:
+    """Trains (or resumes) one more model of an ensemble into its own tiger_final; a model already trained for this
+    run (its fingerprint) is kept. Returns its training summary."""
+    from config import MODEL_META_FILE
+    from playlist_gen import checkpoints, training
+    from playlist_gen.io import read_json
+    from playlist_gen.modeling import save_final
+
+    fp = json.loads(json.dumps(checkpoints.fingerprint(cfg.tiger, run.corpus_meta, run.trained_on, cfg.seed)))
+    meta_path = cfg.final_model_dir / MODEL_META_FILE
+    if cfg.tiger.resume and meta_path.exists():
+        meta = read_json(meta_path, "delete its folder and train again")
+        if meta.get("fingerprint") == fp:
+            log.info("ensemble model %s: already trained for this run, kept", cfg.final_model_dir)
+            return meta["train_summary"]
+    log.info("ensemble model %s (init seed %d)", cfg.final_model_dir, cfg.tiger.init_seed)
+    args = training.training_arguments(cfg)
+    fitted = fit(cfg, args, run)
+    summary = summarise(fitted, run)
+    if args.process_index == 0:
+        meta = training.final_meta(cfg.tiger, run.corpus_meta, run.id_meta, val_loss=fitted.val_loss,
+                                   title_blind_loss=run.blind, trained_on=run.trained_on, fingerprint=fp,
+                                   train_summary=summary)
+        save_final(fitted.trainer.model, fitted.tok, meta, cfg.final_model_dir)
+    fitted.trainer.accelerator.wait_for_everyone()
+    return summary
+
+
+def fit(cfg, args, run: Run) -> Fitted:
+    """One model: tokenizer, examples, the Trainer, training (resumed from the last checkpoint of the same run)."""
+    from transformers import set_seed
+
+    from playlist_gen import checkpoints, e5_prefix, examples, losses, training
+    from playlist_gen.modeling import build_model, semantic_tokens
+
+    tc, is_main = cfg.tiger, args.process_index == 0
     if not is_main:
         logging.getLogger().setLevel(logging.WARNING)
-    semantic = semantic_tokens(corpus_meta)
-    fp = checkpoints.fingerprint(tc, corpus_meta, trained_on, cfg.seed)
-    tok, last = checkpoints.shared_tokenizer(cfg, args, list(train_df["title"]), semantic, fp)
+    semantic = semantic_tokens(run.corpus_meta)
+    fp = checkpoints.fingerprint(tc, run.corpus_meta, run.trained_on, cfg.seed)
+    tok, last = checkpoints.shared_tokenizer(cfg, args, list(run.train_df["title"]), semantic, fp)
     seed = training.run_seed(cfg)
     set_seed(seed)  # same initial weights on every rank
     model = build_model(tc, tok)
-    levels = int(corpus_meta["levels"])
+    levels = int(run.corpus_meta["levels"])
     e5 = e5_prefix.training_embedder(cfg.e5_cache_path, args, write=is_main) if tc.e5_prefix else None
-    train_features = examples.encode_split(tok, train_df, tc, levels, seed, str(cfg.split_path("train")), e5=e5)
-    val_features = examples.encode_split(tok, val_df, tc, levels, seed, str(cfg.split_path("val")), train=False,
-                                         e5=e5)
+    train_features = examples.encode_split(tok, run.train_df, tc, levels, seed, str(cfg.split_path("train")), e5=e5)
+    val_features = examples.encode_split(tok, run.val_df, tc, levels, seed, str(cfg.split_path("val")),
+                                         train=False, e5=e5)
     if tc.e5_prefix:
         model.fit_e5(train_features.e5)
     ranking = None
@@ -69,9 +163,9 @@ def train(cfg) -> None:
         from playlist_gen.semantic_ids import load_semantic_ids
         from playlist_gen.val_ranking import ClusterNDCG
 
-        reads.require("semantic_ids", [cfg.semantic_ids_path])
-        ranking = ClusterNDCG(val_features, set(load_semantic_ids(cfg)[0].values()), corpus_meta["codebook_sizes"],
-                              tok, corpus_meta["token_scheme"])
+        run.reads.require("semantic_ids", [cfg.semantic_ids_path])
+        ranking = ClusterNDCG(val_features, set(load_semantic_ids(cfg)[0].values()),
+                              run.corpus_meta["codebook_sizes"], tok, run.corpus_meta["token_scheme"])
     trainer = training.make_trainer(model, tok, args, train_features, val_features, tc.early_stopping_patience,
                                    tc.label_smoothing, ranking)
     if last:
@@ -81,24 +175,18 @@ def train(cfg) -> None:
     seconds = time.perf_counter() - start
     if trainer.state.global_step == 0:
         raise PipelineError(f"no training step ran; {cfg.final_model_dir} is left as it was")
+    val_loss = float("nan")
     if is_main:
         val_loss = losses.token_loss(trainer.model, val_features, trainer.data_collator, tc.batch_size * 2)
-        blind = losses.title_blind_loss(train_df["target"], val_df["target"], semantic, tc.objective, levels)
-        meta = training.final_meta(tc, corpus_meta, id_meta, val_loss=val_loss, title_blind_loss=blind,
-                                   trained_on=trained_on)
-        files = [cfg.final_model_dir, cfg.loss_curve_csv_path, cfg.loss_curve_png_path, cfg.train_summary_path]
-        manifest.begin(cfg, "model", files)
-        save_final(trainer.model, tok, meta, cfg.final_model_dir)
-        losses.write_loss_curve(losses.loss_rows(trainer.state.log_history), cfg.loss_curve_csv_path,
-                                  cfg.loss_curve_png_path, blind)
-        resumed = int(last.name.rsplit("-", 1)[1]) if last else None
-        write_json(cfg.train_summary_path, training.summary(trainer, val_loss, blind, seconds, resumed,
-                                                            len(train_df), len(val_df)))
-        save_config(cfg, "train_tiger")
-        manifest.finish(cfg, "model", files, reads)
-        print(f"val_loss {val_loss:.4f} vs title_blind_loss {blind:.4f} (nats per target token); "
-              f"{trainer.state.global_step:,} steps in {seconds:.0f} s; model in {cfg.final_model_dir}")
-    trainer.accelerator.wait_for_everyone()
+    return Fitted(trainer, tok, last, seconds, val_loss)
+
+
+def summarise(fitted: Fitted, run: Run) -> dict:
+    from playlist_gen import training
+
+    resumed = int(fitted.last.name.rsplit("-", 1)[1]) if fitted.last else None
+    return training.summary(fitted.trainer, fitted.val_loss, run.blind, fitted.seconds, resumed, len(run.train_df),
+                            len(run.val_df))
 
 
 if __name__ == "__main__":

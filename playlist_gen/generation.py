@@ -293,9 +293,28 @@ def load_generator(cfg, clusters, device: str = "cpu") -> PlaylistGenerator:
                             f"({ids_meta['method']}, {ids_meta['codebook_sizes']}); re-run `python prepare_corpus.py` "
                             "and `python train_tiger.py`")
     generator = PlaylistGenerator(runtime, tokenizer, meta, clusters, device)
+    for folder in trained_members(cfg, meta):
+        generator.add_member(*load_member(cfg, str(folder), meta, device))
     for path in filter(None, (p.strip() for p in cfg.recommend.ensemble.split(","))):
         generator.add_member(*load_member(cfg, path, meta, device))
     return generator
+
+
+def trained_members(cfg, meta: dict | None = None) -> list:
+    """The tiger_final folders of the other models trained with the main one (--tiger.ensemble), as its
+    tiger_meta.json lists them."""
+    from pathlib import Path
+
+    from .io import read_json
+
+    if meta is None:
+        meta = read_json(cfg.model_meta_path, "re-run `python train_tiger.py`") if cfg.model_meta_path.exists() else {}
+    folders = [Path(cfg.model_dir) / rel for rel in meta.get("members", [])]
+    for folder in folders:
+        if not folder.is_dir():
+            raise PipelineError(f"{cfg.final_model_dir} was trained as an ensemble with {folder}, which is missing; "
+                                "re-run `python train_tiger.py` (it trains what is missing)")
+    return folders
 
 
 def member_folder(cfg, path: str):

@@ -574,3 +574,52 @@ def test_an_ensemble_averages_models_trained_with_other_init_seeds(corpus_world,
     served = served_versions(parse_config(corpus_world + ["--recommend.ensemble=s7/tiger_final"]))["model"]
     assert served.startswith(main + "+") and len(served) == len(main) + 17 and served != served_versions(
         parse_config(corpus_world + [f"--recommend.ensemble={cfg.model_dir}/tiger_final"]))["model"]
+
+
+def test_tiger_ensemble_trains_every_model_in_one_run_and_generation_averages_them(corpus_world, tmp_path, caplog):
+    """--tiger.ensemble=2: the second model is the one --tiger.init_seed=seed+1 trains alone (same weights), lives in
+    tiger_members/1, is listed in tiger_meta.json and the model manifest, is kept by a re-run, and generation
+    averages both; a listed member that is gone is named."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from playlist_gen import manifest
+    from playlist_gen.catalogue import load_catalogue
+    from playlist_gen.generation import load_generator
+    from playlist_gen.io import read_json
+
+    steps = TINY + ["--tiger.max_steps=8", "--tiger.eval_steps=4", "--tiger.save_steps=4"]
+    train_tiger.main(corpus_world + steps + ["--tiger.ensemble=2"])
+    cfg = config_for(corpus_world)
+    member = cfg.member_model_dir(1) / "tiger_final"
+    assert read_json(cfg.model_meta_path, "")["members"] == ["tiger_members/1/tiger_final"]
+    assert len(read_json(cfg.train_summary_path, "")["members"]) == 1
+    assert any("tiger_members/1/tiger_final" in key for key in read_json(cfg.manifest_path("model"), "")["files"])
+
+    other_out = tmp_path / "other_out"  # the same member trained alone, in its own folders
+    shutil.copytree(cfg.output_dir, other_out)
+    other = [a for a in corpus_world if not a.startswith(("--output_dir", "--model_dir"))]
+    train_tiger.main(other + [f"--output_dir={other_out}", f"--model_dir={tmp_path}/alone"] + steps
+                     + [f"--tiger.init_seed={cfg.seed + 1}"])
+    ours, alone = load_file(member / "model.safetensors"), load_file(tmp_path / "alone/tiger_final/model.safetensors")
+    assert ours.keys() == alone.keys() and all(torch.equal(ours[k], alone[k]) for k in ours)
+
+    clusters = load_catalogue(cfg).clusters
+    titles = ["chill 1", "深夜emo 🌙"]
+    both = load_generator(cfg, clusters)
+    assert len(both.members) == 2
+    main, second = (both._cluster_log_probs(*m, titles, 8) for m in both.members)
+    assert np.allclose(np.exp(both.cluster_log_probs(titles)), (np.exp(main) + np.exp(second)) / 2, atol=1e-9)
+    assert not np.allclose(main, second, atol=1e-3)
+
+    stamp = (member / "model.safetensors").stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        train_tiger.main(corpus_world + steps + ["--tiger.ensemble=2"])  # a re-run keeps the trained member
+    assert "already trained for this run, kept" in caplog.text
+    assert (member / "model.safetensors").stat().st_mtime_ns == stamp
+    manifest.Reads(cfg).require("model", [cfg.final_model_dir, member])
+
+    shutil.rmtree(member)
+    with pytest.raises(PipelineError, match="was trained as an ensemble with .*missing"):
+        load_generator(cfg, clusters)
