@@ -218,11 +218,11 @@ class PlaylistGenerator:
             out.append(top_p_warper(g.top_p))
         return out
 
-    def cluster_log_probs(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    def cluster_log_probs(self, texts: list[str], batch_size: int = 32, models: int | None = None) -> np.ndarray:
         """(texts, clusters) log P(cluster | text) of every cluster in `trie.clusters` order, exactly (the
         constrained decoder's distribution over whole tuples: t5_runtime.tuple_log_probs); an ensemble's is the mean
-        of its models' distributions."""
-        logs = [self._cluster_log_probs(*member, texts, batch_size) for member in self.members]
+        of its models' distributions (of its first `models` only, when given)."""
+        logs = [self._cluster_log_probs(*member, texts, batch_size) for member in self.members[:models]]
         if len(logs) == 1:
             return logs[0]
         return np.logaddexp.reduce(np.stack(logs), axis=0) - np.log(len(logs))

@@ -275,7 +275,9 @@ class T5Recommender(Recommender):
         return self.generator.cluster_log_probs([self.text(r) for r in requests], self.g.batch_size)
 
     def cluster_scores(self, requests) -> np.ndarray:
-        return np.exp(self.cluster_log_probs(requests))
+        """For the reasons (title-word occlusion scores every title variant): the first model of an ensemble alone,
+        so a reason costs one model whatever the ensemble's size."""
+        return np.exp(self.generator.cluster_log_probs([self.text(r) for r in requests], self.g.batch_size, models=1))
 
     def song_distributions(self, requests):
         p_cluster = np.exp(self.cluster_log_probs(requests))

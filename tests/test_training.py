@@ -612,6 +612,7 @@ def test_tiger_ensemble_trains_every_model_in_one_run_and_generation_averages_th
     main, second = (both._cluster_log_probs(*m, titles, 8) for m in both.members)
     assert np.allclose(np.exp(both.cluster_log_probs(titles)), (np.exp(main) + np.exp(second)) / 2, atol=1e-9)
     assert not np.allclose(main, second, atol=1e-3)
+    assert np.array_equal(both.cluster_log_probs(titles, models=1), main)  # the reasons' occlusion: one model
 
     stamp = (member / "model.safetensors").stat().st_mtime_ns
     with caplog.at_level("INFO"):
