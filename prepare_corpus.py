@@ -66,13 +66,14 @@ def feedback_playlists(cfg, song_to_ids):
     from playlist_gen.io import require_file
 
     if not cfg.corpus.feedback:
-        return pd.DataFrame(columns=list(corpus.COLUMNS)), {"songs": {}}
+        return pd.DataFrame(columns=list(corpus.COLUMNS)), {"songs": {"liked": {}, "skipped": {}}}
     path = require_file(cfg.corpus.feedback, "give the feedback.db that generate_playlist.py --serve (or its prompt) "
                                              "wrote")
     liked = liked_playlists(path)
     rows, songs = corpus.feedback_rows(liked, song_to_ids, cfg.corpus, cfg.corpus.token_scheme)
-    log.info("feedback: %s served playlists with likes, %s of them training playlists (%s liked songs)",
-             f"{len(liked):,}", f"{len(rows):,}", f"{sum(map(len, songs.values())):,}")
+    log.info("feedback: %s served playlists with likes, %s of them training playlists (%s liked songs, %s skipped)",
+             f"{len(liked):,}", f"{len(rows):,}", f"{sum(map(len, songs['liked'].values())):,}",
+             f"{sum(map(len, songs['skipped'].values())):,}")
     return rows, {"songs": songs, "file": str(path), "sha256": manifest.sha256_file(path), "playlists": len(rows)}
 
 

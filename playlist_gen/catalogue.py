@@ -55,7 +55,7 @@ class Catalogue:
     the model's trie order; -1: no semantic ID), `in_cluster` P(song | its cluster) from the counts."""
 
     def __init__(self, index: SongIndex, train_texts: list[str], train_songs: list[list[str]],
-                 smoothing: float = 0.5):
+                 smoothing: float = 0.5, train_skipped: list[list[str]] | None = None):
         self.index, self.train_texts, self.train_songs, self.smoothing = index, train_texts, train_songs, smoothing
         songs = dict.fromkeys(s for ss in train_songs for s in ss)
         songs.update(dict.fromkeys(index.song_cluster))
@@ -63,6 +63,9 @@ class Catalogue:
         self.code = {s: i for i, s in enumerate(self.songs)}
         self.train_codes = [np.fromiter((self.code[s] for s in dict.fromkeys(ss)), dtype=np.int64)
                             for ss in train_songs]
+        skipped = train_skipped or [[] for _ in train_songs]  # listeners' skips (feedback playlists only)
+        self.skipped_codes = [np.fromiter((self.code[s] for s in dict.fromkeys(ss) if s in self.code), dtype=np.int64)
+                              for ss in skipped]
         self.clusters = sorted(index.cluster_songs)
         number = {c: i for i, c in enumerate(self.clusters)}
         self.cluster = np.full(len(self.songs), -1, dtype=np.int64)
@@ -137,7 +140,8 @@ class Catalogue:
                   "index_counts": np.array([self.index.counts.get(s, 0) for s in self.songs], dtype=np.int64),
                   "members": _flat([np.array([self.code[s] for s in self.index.cluster_songs[c]], dtype=np.int64)
                                     for c in self.clusters]),
-                  "distinct": _flat(self.train_codes), "entries": _flat(entries)}
+                  "distinct": _flat(self.train_codes), "entries": _flat(entries),
+                  "skipped": _flat(self.skipped_codes)}
         arrays = {k: v for k, v in arrays.items() if not isinstance(v, tuple)} | {
             f"{k}_{part}": a for k, v in arrays.items() if isinstance(v, tuple) for part, a in zip(("data", "ends"), v)}
         with atomic_write(path, "wb") as f:
@@ -158,6 +162,7 @@ class Catalogue:
                 cat.code = dict(zip(cat.songs, range(len(cat.songs))))
                 cat.cluster, cat.clusters = z["cluster"], [tuple(c) for c in z["clusters"].tolist()]
                 cat.train_codes = _split(z["distinct_data"], z["distinct_ends"])
+                cat.skipped_codes = _split(z["skipped_data"], z["skipped_ends"])
                 cat._train_entries, cat._train_ends = z["entries_data"], z["entries_ends"]
                 cat._count()
                 cat._rank(z["popular"])
@@ -175,7 +180,7 @@ class Catalogue:
             return None
 
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4  # 4: listeners' skipped songs
 
 
 def _bytes(text: str) -> np.ndarray:
@@ -287,12 +292,24 @@ def load_catalogue(cfg, playlists=None, write: bool = True) -> Catalogue:
     playlists = load_playlists(cfg) if playlists is None else playlists
     train = read_split(cfg, "train")
     song_lists = playlists.song_lists()
-    if Path(cfg.feedback_playlists_path).exists():  # listeners' liked playlists (prepare_corpus.py --corpus.feedback)
-        song_lists = {**song_lists, **read_json(cfg.feedback_playlists_path, "re-run `python prepare_corpus.py`")}
+    liked, skipped = read_feedback_playlists(cfg.feedback_playlists_path)
+    song_lists = {**song_lists, **liked}
     train_songs = [song_lists.get(g, []) for g in train["glid"]]
     counts = Counter(s for songs in train_songs for s in dict.fromkeys(songs))
     index = SongIndex.build(song_to_ids, counts, playlists.song_info, named=counts)
-    catalogue = Catalogue(index, train["title"].tolist(), train_songs, smoothing)
+    catalogue = Catalogue(index, train["title"].tolist(), train_songs, smoothing,
+                          [skipped.get(g, []) for g in train["glid"]])
     if write:
         catalogue.save(cfg.song_index_path, sources)
     return catalogue
+
+
+def read_feedback_playlists(path) -> tuple[dict, dict]:
+    """(glid -> liked songs, glid -> skipped songs) of the listeners' playlists prepare_corpus.py --corpus.feedback
+    took (feedback_playlists.json; one written before skips were kept maps glid -> liked songs); empty without it."""
+    if not Path(path).exists():
+        return {}, {}
+    data = read_json(path, "re-run `python prepare_corpus.py`")
+    if not isinstance(data, dict) or not {"liked", "skipped"} <= data.keys():
+        return data, {}
+    return data["liked"], data["skipped"]

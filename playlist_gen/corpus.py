@@ -307,21 +307,23 @@ def continuation_rows(train: pd.DataFrame, cc, levels: int, seed: int) -> pd.Dat
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def feedback_rows(playlists, song_to_ids: dict, cc, scheme: str) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+def feedback_rows(playlists, song_to_ids: dict, cc, scheme: str) -> tuple[pd.DataFrame, dict]:
     """Listeners' liked playlists (feedback_log.liked_playlists) as training rows (glid `feedback:<id>`, the title
     normalised as the corpus' titles, the liked songs' tuples in the order liked; songs without a semantic ID left
-    out), and glid -> liked songs for the catalogue (title kNN, co-occurrence and popularity count them)."""
+    out), and for the catalogue {"liked": glid -> liked songs (title kNN, co-occurrence and popularity count them),
+    "skipped": glid -> skipped songs (negative votes in title kNN and e5 kNN)}."""
     from . import tokens
 
-    rows, songs = [], {}
-    for pid, title, liked in playlists:
-        kept = [s for s in liked if s in song_to_ids]
-        text = normalize_title(title) if cc.normalize else clean_text(title)
+    rows, liked, skipped = [], {}, {}
+    for p in playlists:
+        kept = [s for s in p.liked if s in song_to_ids]
+        text = normalize_title(p.title) if cc.normalize else clean_text(p.title)
         if kept and text:
-            glid = f"feedback:{pid}"
+            glid = f"feedback:{p.playlist_id}"
             rows.append((glid, text, tokens.encode([song_to_ids[s] for s in kept], scheme)))
-            songs[glid] = kept
-    return pd.DataFrame(rows, columns=list(COLUMNS)), songs
+            liked[glid] = kept
+            skipped[glid] = [s for s in p.skipped if s in song_to_ids]
+    return pd.DataFrame(rows, columns=list(COLUMNS)), {"liked": liked, "skipped": skipped}
 
 
 def split_labels_for(info: pd.DataFrame, cc, seed: int) -> np.ndarray:

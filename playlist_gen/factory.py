@@ -16,6 +16,7 @@ from .recommend import (
     T5Recommender,
     TitleKNN,
     playlist_members,
+    voting_members,
 )
 from .recommender import Recommender
 
@@ -41,6 +42,12 @@ def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: st
             shared["members"] = playlist_members(catalogue)
         return shared["members"]
 
+    def votes():
+        """The same with listeners' skips as negative votes, for title kNN and e5 kNN."""
+        if "votes" not in shared:
+            shared["votes"] = voting_members(catalogue, members(), r.skip_weight)
+        return shared["votes"]
+
     def get(name: str) -> Recommender:
         if name not in built:
             if name == "model":
@@ -55,10 +62,10 @@ def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: st
                                      r.fusion, r.fusion_floor, get("cooccurrence"), r.seed_weight,
                                      get("e5_knn") if r.e5_weight > 0 else None, r.e5_weight)
             elif name == "e5_knn":
-                built[name] = E5KNN(catalogue, r.knn_neighbors, r.knn_text, members(), r.e5_temperature,
+                built[name] = E5KNN(catalogue, r.knn_neighbors, r.knn_text, votes(), r.e5_temperature,
                                     cfg.e5_cache_path, write_index)
             elif name == "title_knn":
-                built[name] = TitleKNN(catalogue, r.knn_neighbors, r.knn_text, members())
+                built[name] = TitleKNN(catalogue, r.knn_neighbors, r.knn_text, votes())
             elif name == "popularity":
                 built[name] = Popularity(catalogue)
             elif name == "cooccurrence":

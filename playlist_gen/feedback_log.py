@@ -71,9 +71,19 @@ def read_events(path) -> list[dict]:
         db.close()
 
 
-def liked_playlists(path) -> list[tuple[str, str, list[str]]]:
-    """(playlist id, title, liked songs in the order liked) per served playlist with a like that was not skipped
-    afterwards, oldest first."""
+@dataclass(frozen=True)
+class Listened:
+    """A served playlist as its listener left it: the songs liked (in the order liked) and the songs skipped; a song
+    liked then skipped counts as skipped, skipped then liked as liked."""
+
+    playlist_id: str
+    title: str
+    liked: list
+    skipped: list
+
+
+def liked_playlists(path) -> list[Listened]:
+    """Per served playlist with a like that was not skipped afterwards, oldest first: its likes and skips."""
     from .io import PipelineError
 
     try:
@@ -81,12 +91,16 @@ def liked_playlists(path) -> list[tuple[str, str, list[str]]]:
     except sqlite3.Error as e:
         raise PipelineError(f"{path}: not a feedback log ({e}); give the feedback.db of generate_playlist.py "
                             "--serve or its prompt") from None
-    titles, liked = {}, {}
+    titles, verdicts = {}, {}
     for e in events:
         titles.setdefault(e["playlist_id"], e["title"])
-        songs = liked.setdefault(e["playlist_id"], [])
-        if e["action"] == "like" and e["song_id"] and e["song_id"] not in songs:
-            songs.append(e["song_id"])
-        elif e["action"] == "skip" and e["song_id"] in songs:
-            songs.remove(e["song_id"])
-    return [(pid, titles[pid], songs) for pid, songs in liked.items() if songs]
+        songs = verdicts.setdefault(e["playlist_id"], {})
+        if e["action"] in ("like", "skip") and e["song_id"] and songs.get(e["song_id"]) != e["action"]:
+            songs.pop(e["song_id"], None)  # the latest verdict counts, in the order it was first given
+            songs[e["song_id"]] = e["action"]
+    out = []
+    for pid, songs in verdicts.items():
+        liked = [s for s, v in songs.items() if v == "like"]
+        if liked:
+            out.append(Listened(pid, titles[pid], liked, [s for s, v in songs.items() if v == "skip"]))
+    return out

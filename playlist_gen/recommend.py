@@ -98,7 +98,7 @@ def neighbour_votes(sims: np.ndarray, neighbors: int, members, weight) -> np.nda
     top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
     weights = weight(np.take_along_axis(sims, top, axis=1))
     w = sp.csr_matrix((weights.ravel(), (np.repeat(np.arange(len(sims)), n), top.ravel())), shape=sims.shape)
-    return (w @ members).toarray()
+    return np.maximum((w @ members).toarray(), 0)  # listeners' skips vote against a song, down to no vote
 
 
 class E5KNN(TitleKNN):
@@ -210,14 +210,22 @@ class CoOccurrence(Recommender):
         return [from_song_scores(self.catalogue, v, r) for v, r in zip(self.song_distributions(requests), requests)]
 
 
-def playlist_members(catalogue: Catalogue):
-    """(training playlists, songs) 0/1 CSR: which songs each training playlist holds."""
+def playlist_members(catalogue: Catalogue, codes=None):
+    """(training playlists, songs) 0/1 CSR: which songs each training playlist holds (or `codes`, per playlist)."""
     import scipy.sparse as sp
 
-    codes = catalogue.train_codes
+    codes = catalogue.train_codes if codes is None else codes
     rows = np.repeat(np.arange(len(codes)), [len(c) for c in codes])
     cols = np.concatenate(codes) if codes else np.array([], dtype=np.int64)
     return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(codes), len(catalogue.songs)))
+
+
+def voting_members(catalogue: Catalogue, members, skip_weight: float):
+    """What each training playlist votes for in title kNN and e5 kNN: its songs (1 each), and -skip_weight for each
+    song its listener skipped (feedback playlists); `members` itself when no song was skipped."""
+    if skip_weight == 0 or not any(len(c) for c in catalogue.skipped_codes):
+        return members
+    return (members - skip_weight * playlist_members(catalogue, catalogue.skipped_codes)).tocsr()
 
 
 class RandomClusters(Recommender):

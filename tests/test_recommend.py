@@ -223,6 +223,40 @@ def test_exact_cluster_log_probs_match_teacher_forcing():
         assert total == pytest.approx(1.0, abs=1e-5)
 
 
+def test_a_listeners_skips_vote_against_songs_in_title_knn_down_to_no_vote():
+    """A feedback playlist (`chill`) whose listener skipped b: with skip_weight 1 its -1 cancels its own +0 for b and
+    one other vote; votes stop at 0; skip_weight 0 is the catalogue without skips."""
+    from playlist_gen.recommend import playlist_members, voting_members
+
+    base = catalogue()
+    index = base.index
+    skipped = [["b", "c"], [], [], []]  # the first playlist's listener skipped b and c (c: not among its songs)
+    cat = Catalogue(index, base.train_texts, [["a", "e"], *base.train_songs[1:]], 0.5, skipped)
+    plain = TitleKNN(cat, neighbors=2, members=playlist_members(cat))
+    skipping = TitleKNN(cat, neighbors=2, members=voting_members(cat, playlist_members(cat), 1.0))
+    [before], [after] = plain.votes([Request("chill")]), skipping.votes([Request("chill")])
+    sim = before[cat.code["c"]]  # "chill vibes" votes for b and c with its similarity s < 1
+    assert 0 < sim < 1 and before[cat.code["b"]] == pytest.approx(sim)
+    assert after[cat.code["b"]] == 0 and after[cat.code["c"]] == 0  # s - 1 < 0: no vote, never negative
+    assert after[cat.code["a"]] == before[cat.code["a"]] == pytest.approx(1.0)
+    m = playlist_members(cat)
+    assert voting_members(cat, m, 0.0) is m  # skips unused
+    m = playlist_members(base)
+    assert voting_members(base, m, 1.0) is m  # nothing skipped: the same matrix
+
+
+def test_the_latest_verdict_on_a_song_counts_and_playlists_without_a_like_teach_nothing(tmp_path):
+    from playlist_gen.feedback_log import Event, FeedbackLog, liked_playlists
+
+    log = FeedbackLog(tmp_path / "f.db", {"model": "m", "semantic_ids": "i"})
+    log.record([Event("p1", "chill", "like", "a"), Event("p1", "chill", "like", "b"), Event("p1", "chill", "skip", "c"),
+                Event("p1", "chill", "skip", "a"), Event("p1", "chill", "like", "c"), Event("p1", "chill", "like", "b"),
+                Event("p2", "rock", "skip", "d"), Event("p2", "rock", "more")])
+    log.close()
+    [p1] = liked_playlists(tmp_path / "f.db")
+    assert (p1.playlist_id, p1.title, p1.liked, p1.skipped) == ("p1", "chill", ["b", "c"], ["a"])
+
+
 def test_catalogue_cache_round_trip(tmp_path):
     cat = catalogue()
     path = tmp_path / "index.npz"
@@ -233,6 +267,11 @@ def test_catalogue_cache_round_trip(tmp_path):
     for name in ("in_cluster", "counts", "cluster", "popular", "pop_rank"):
         np.testing.assert_array_equal(getattr(back, name), getattr(cat, name))
     assert all(np.array_equal(a, b) for a, b in zip(back.train_codes, cat.train_codes, strict=True))
+    skips = Catalogue(cat.index, cat.train_texts, cat.train_songs, 0.5, [[], ["a"], [], ["c", "d"]])
+    skips.save(path, {"a": [1, 2]})
+    assert [c.tolist() for c in Catalogue.load(path, {"a": [1, 2]}).skipped_codes] == \
+        [[], [skips.code["a"]], [], [skips.code["c"], skips.code["d"]]]
+    cat.save(path, {"a": [1, 2]})
     assert back.index.cluster_songs == cat.index.cluster_songs and back.index.name("zz") == ("unknown", "unknown")
     assert back.index.names == cat.index.names and back.index.counts == cat.index.counts
     assert Catalogue.load(path, {"a": [1, 3]}) is None  # built from other files
