@@ -1,12 +1,14 @@
 """How to fuse the recommenders' song distributions: NDCG@100 of fusion variants on one trained run's split.
 
     .venv/bin/python -m bench.fusion_grid RUN [RUN ...] [--split=val] [--seed_songs=0] [--e5=1] [--title_only=1]
+        [--ensemble=FOLDERS]
 
 RUN is a folder of bench/study_run.sh (RUN/data, RUN/out, RUN/models). Without seed songs it grids the title
 fusion (floor f, model weight w, popularity share p); with them, how co-occurrence with the seeds joins the title
 fusion (product exponent s, a PMI form, a mixture share). Each line is the mean over the runs. The README's fusion
 findings were measured with it on the validation split. --e5=1 grids the e5 kNN expert's share e of the retrieval
-exponent (recommend.e5_weight) against the model weight w; --title_only=1 gives the requests the title alone.
+exponent (recommend.e5_weight) against the model weight w; --title_only=1 gives the requests the title alone;
+--ensemble passes --recommend.ensemble (other models of each run, e.g. s43/tiger_final) to the model.
 Each line is the mean over the runs and, in parentheses, their standard deviation.
 """
 
@@ -23,9 +25,10 @@ from playlist_gen.factory import load_recommenders
 from playlist_gen.recommend import Request, floored_log
 
 
-def distributions(run: str, split: str, k: int, e5: bool = False, title_only: bool = False):
+def distributions(run: str, split: str, k: int, e5: bool = False, title_only: bool = False, ensemble: str = ""):
     cfg = parse_config([f"--data_dir={run}/data", f"--output_dir={run}/out", f"--model_dir={run}/models",
-                        f"--eval.split={split}", f"--eval.seed_songs={k}", f"--eval.title_only={title_only}"])
+                        f"--eval.split={split}", f"--eval.seed_songs={k}", f"--eval.title_only={title_only}",
+                        f"--recommend.ensemble={ensemble}"])
     playlists = load_playlists(cfg)
     catalogue = load_catalogue(cfg, playlists, write=False)
     methods = ["model", "title_knn", "popularity"] + (["cooccurrence"] if k else []) + (["e5_knn"] if e5 else [])
@@ -60,7 +63,7 @@ def variants(P, k: int) -> dict[str, np.ndarray]:
                                                           + 0.6 * floored_log(P["title_knn"], 0.01)), **out}
         out["e5 kNN"] = P["e5_knn"]
         logs = {m: floored_log(P[m], 0.01) for m in ("model", "title_knn", "e5_knn")}
-        for w in (0.3, 0.4, 0.5):
+        for w in (0.3, 0.4, 0.5, 0.6):
             for e in (0.0, 0.2, 0.35, 0.5, 0.65, 0.8):
                 out[f"product w={w} e5 share e={e}"] = (w * logs["model"] + (1 - w) * (1 - e) * logs["title_knn"]
                                                         + (1 - w) * e * logs["e5_knn"])
@@ -94,7 +97,7 @@ def main() -> None:
     e5, title_only = opts.get("e5", "0") == "1", opts.get("title_only", "0") == "1"
     scores: dict[str, list[float]] = {}
     for run in runs:
-        P, ndcg = distributions(run, split, k, e5, title_only)
+        P, ndcg = distributions(run, split, k, e5, title_only, opts.get("ensemble", ""))
         for name, s in variants(P, k).items():
             scores.setdefault(name, []).append(ndcg(s))
     print(f"NDCG@100 on {split}, {k} seed songs{', title only' if title_only else ''}, mean (std) over {len(runs)} "
