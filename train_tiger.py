@@ -75,16 +75,21 @@ def train(cfg) -> None:
                                     int(corpus_meta["levels"]))
     run = Run(reads, corpus_meta, id_meta, train_df, val_df, trained_on, blind)
     members = [train_member(member_config(cfg, k), run) for k in range(1, tc.ensemble)]
+    folders = [cfg.member_model_dir(k) / "tiger_final" for k in range(1, tc.ensemble)]
+    files = [cfg.final_model_dir, *folders, cfg.loss_curve_csv_path, cfg.loss_curve_png_path, cfg.train_summary_path]
+    kept = trained_for(cfg, run) if all(p.exists() for p in files[-3:]) else None
+    if kept is not None:  # only the ensemble changed: the model stays, its record lists the members
+        if os.environ.get("RANK", "0") == "0":
+            keep_model(cfg, kept, members, folders, files, reads)
+        return
     args = training.training_arguments(cfg)  # sets up torch.distributed under torchrun
     fitted = fit(cfg, args, run)
     trainer, is_main = fitted.trainer, args.process_index == 0
     if is_main:
-        folders = [cfg.member_model_dir(k) / "tiger_final" for k in range(1, tc.ensemble)]
         meta = training.final_meta(tc, corpus_meta, id_meta, val_loss=fitted.val_loss, title_blind_loss=blind,
-                                   trained_on=trained_on,
+                                   trained_on=trained_on, fingerprint=fingerprint(cfg, run),
+                                   steps=trainer.state.global_step,
                                    members=[str(f.relative_to(cfg.model_dir)) for f in folders])
-        files = [cfg.final_model_dir, *folders, cfg.loss_curve_csv_path, cfg.loss_curve_png_path,
-                 cfg.train_summary_path]
         manifest.begin(cfg, "model", files)
         save_final(trainer.model, fitted.tok, meta, cfg.final_model_dir)
         losses.write_loss_curve(losses.loss_rows(trainer.state.log_history), cfg.loss_curve_csv_path,
@@ -99,6 +104,46 @@ def train(cfg) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
+def fingerprint(cfg, run: Run) -> dict:
+    """What a model trained for this very run records (checkpoints.fingerprint, as JSON reads it back)."""
+    from playlist_gen import checkpoints
+
+    return json.loads(json.dumps(checkpoints.fingerprint(cfg.tiger, run.corpus_meta, run.trained_on, cfg.seed)))
+
+
+def trained_for(cfg, run: Run) -> dict | None:
+    """The tiger_meta.json of cfg's tiger_final when that model was trained for this very run (its fingerprint) and
+    --tiger.resume is on, else None: a re-run keeps it instead of training on from its last checkpoint (after early
+    stopping that would train again until the next evaluation)."""
+    from playlist_gen.checkpoints import complete_checkpoint
+    from playlist_gen.io import read_json
+
+    if not cfg.tiger.resume or not cfg.model_meta_path.exists():
+        return None
+    meta = read_json(cfg.model_meta_path, "delete its folder and train again")
+    last = complete_checkpoint(cfg.checkpoint_dir) if cfg.checkpoint_dir.is_dir() else None
+    latest = last is not None and last.name == f"checkpoint-{meta.get('steps')}"  # no later run started since
+    return meta if latest and meta.get("fingerprint") == fingerprint(cfg, run) else None
+
+
+def keep_model(cfg, meta: dict, members: list[dict], folders, files, reads) -> None:
+    """The main model was trained for this run already: its tiger_meta.json and train_summary.json now list the
+    ensemble's other models, and the model manifest records them all."""
+    from playlist_gen import manifest
+    from playlist_gen.io import read_json, write_json
+
+    manifest.begin(cfg, "model", files)
+    write_json(cfg.model_meta_path, {**meta, "members": [str(f.relative_to(cfg.model_dir)) for f in folders]})
+    summary = {k: v for k, v in read_json(cfg.train_summary_path, "re-run with --tiger.resume=false").items()
+               if k != "members"}
+    write_json(cfg.train_summary_path, {**summary, "members": members} if members else summary)
+    save_config(cfg, "train_tiger")
+    manifest.finish(cfg, "model", files, reads)
+    print(f"{cfg.final_model_dir} was trained for this run already: kept"
+          + (f", with {len(members)} more in {cfg.member_model_dir(1).parent}" if members else "")
+          + " (--tiger.resume=false trains it again)")
+
+
 def member_config(cfg, k: int):
     """The config of an ensemble's model k >= 1: its own model_dir and init seed (the run's + k), the same splits."""
     from playlist_gen.training import run_seed
@@ -110,25 +155,21 @@ def member_config(cfg, k: int):
 def train_member(cfg, run: Run) -> dict:
     """Trains (or resumes) one more model of an ensemble into its own tiger_final; a model already trained for this
     run (its fingerprint) is kept. Returns its training summary."""
-    from config import MODEL_META_FILE
-    from playlist_gen import checkpoints, training
-    from playlist_gen.io import read_json
+    from playlist_gen import training
     from playlist_gen.modeling import save_final
 
-    fp = json.loads(json.dumps(checkpoints.fingerprint(cfg.tiger, run.corpus_meta, run.trained_on, cfg.seed)))
-    meta_path = cfg.final_model_dir / MODEL_META_FILE
-    if cfg.tiger.resume and meta_path.exists():
-        meta = read_json(meta_path, "delete its folder and train again")
-        if meta.get("fingerprint") == fp:
-            log.info("ensemble model %s: already trained for this run, kept", cfg.final_model_dir)
-            return meta["train_summary"]
+    kept = trained_for(cfg, run)
+    if kept is not None and "train_summary" in kept:
+        log.info("ensemble model %s: already trained for this run, kept", cfg.final_model_dir)
+        return kept["train_summary"]
     log.info("ensemble model %s (init seed %d)", cfg.final_model_dir, cfg.tiger.init_seed)
     args = training.training_arguments(cfg)
     fitted = fit(cfg, args, run)
     summary = summarise(fitted, run)
     if args.process_index == 0:
         meta = training.final_meta(cfg.tiger, run.corpus_meta, run.id_meta, val_loss=fitted.val_loss,
-                                   title_blind_loss=run.blind, trained_on=run.trained_on, fingerprint=fp,
+                                   title_blind_loss=run.blind, trained_on=run.trained_on,
+                                   fingerprint=fingerprint(cfg, run), steps=fitted.trainer.state.global_step,
                                    train_summary=summary)
         save_final(fitted.trainer.model, fitted.tok, meta, cfg.final_model_dir)
     fitted.trainer.accelerator.wait_for_everyone()

@@ -334,6 +334,9 @@ def test_damaged_checkpoint_is_named_with_what_to_do(corpus_world, name):
     train_tiger.main(argv)
     path = config_for(corpus_world).checkpoint_dir / "checkpoint-2" / name
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    import shutil  # as if killed after the checkpoint, before the final model (a finished model is kept, unread)
+
+    shutil.rmtree(config_for(corpus_world).final_model_dir)
     with pytest.raises(PipelineError, match=rf"checkpoint-2/{name} is damaged .*--tiger.resume=false to start over"):
         train_tiger.main(argv)
 
@@ -614,13 +617,18 @@ def test_tiger_ensemble_trains_every_model_in_one_run_and_generation_averages_th
     assert not np.allclose(main, second, atol=1e-3)
     assert np.array_equal(both.cluster_log_probs(titles, models=1), main)  # the reasons' occlusion: one model
 
-    stamp = (member / "model.safetensors").stat().st_mtime_ns
+    weights = (member / "model.safetensors", cfg.final_model_dir / "model.safetensors")
+    stamps = {p: p.stat().st_mtime_ns for p in weights}
     with caplog.at_level("INFO"):
-        train_tiger.main(corpus_world + steps + ["--tiger.ensemble=2"])  # a re-run keeps the trained member
+        train_tiger.main(corpus_world + steps + ["--tiger.ensemble=2"])  # a re-run keeps both trained models
     assert "already trained for this run, kept" in caplog.text
-    assert (member / "model.safetensors").stat().st_mtime_ns == stamp
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     manifest.Reads(cfg).require("model", [cfg.final_model_dir, member])
-
     shutil.rmtree(member)
     with pytest.raises(PipelineError, match="was trained as an ensemble with .*missing"):
         load_generator(cfg, clusters)
+    train_tiger.main(corpus_world + steps)  # back to one model: the same weights, no members listed
+    assert read_json(cfg.model_meta_path, "")["members"] == [] and len(load_generator(cfg, clusters).members) == 1
+    assert "members" not in read_json(cfg.train_summary_path, "")
+    assert cfg.final_model_dir.joinpath("model.safetensors").stat().st_mtime_ns == stamps[weights[1]]
+    manifest.Reads(cfg).require("model", [cfg.final_model_dir])
