@@ -300,10 +300,14 @@ def test_thread_count_is_fixed_and_recorded(corpus_world, monkeypatch):
     import torch
 
     monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 99.0, 99.0))
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
     argv = [a for a in corpus_world + TINY if not a.startswith("--tiger.threads")] + ["--tiger.threads=0",
                                                                                     "--tiger.max_steps=2"]
-    train_tiger.main(argv + ["--tiger.eval_steps=2", "--tiger.save_steps=2"])
+    try:
+        train_tiger.main(argv + ["--tiger.eval_steps=2", "--tiger.save_steps=2"])
+    finally:
+        torch.set_num_threads(before)  # the worker's other tests run on one thread (tests/conftest.py)
     cfg = config_for(corpus_world)
     assert json.loads(cfg.train_summary_path.read_text())["threads"] == 2
     assert json.loads(cfg.config_path("train_tiger").read_text())["tiger"]["threads"] == 2
