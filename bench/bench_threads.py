@@ -33,8 +33,9 @@ def step_seconds(args: list[str], env_extra: dict, threads: int, steps: int, bus
     env.update(env_extra)
     other = subprocess.Popen([sys.executable, "-c", BUSY]) if busy else None
     try:
-        cmd = [sys.executable, "train_tiger.py", *args, f"--tiger.threads={threads}", f"--tiger.max_steps={steps}",
-               f"--tiger.eval_steps={steps}", f"--tiger.save_steps={steps}", "--tiger.resume=false"]
+        cmd = [sys.executable, "train_tiger.py", *args, "--tiger.ensemble=1", f"--tiger.threads={threads}",
+               f"--tiger.max_steps={steps}", f"--tiger.eval_steps={steps}", f"--tiger.save_steps={steps}",
+               "--tiger.resume=false"]
         subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, check=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return float("inf")

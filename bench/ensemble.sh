@@ -19,7 +19,7 @@ for SEED in ${SEEDS//,/ }; do
     [ -f "$R/models/s$SEED/tiger_final/tiger_meta.json" ] && continue
     rm -rf "$R/out_s$SEED" "$R/models/s$SEED"; cp -r "$R/out" "$R/out_s$SEED"
     ( time $PY train_tiger.py --data_dir="$R/data" --output_dir="$R/out_s$SEED" --model_dir="$R/models/s$SEED" \
-        --seed=42 --corpus.folds="${FOLDS:-10}" --corpus.fold="$K" --tiger.init_seed="$SEED" "$@" ) \
+        --seed=42 --corpus.folds="${FOLDS:-10}" --corpus.fold="$K" --tiger.init_seed="$SEED" --tiger.ensemble=1 "$@" ) \
       > "$R/log_s$SEED.txt" 2>&1
   done
 done

@@ -45,11 +45,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BF16_PEAK_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10G": 125}  # dense
 SIZES = {
     "full": {"world": [], "kmeans": (200_000, 100, (256, 2048), 20), "rqvae": ["--rqvae.epochs=20"],
-             "steps": 400, "model": [], "titles": 64, "eval": ["--eval.max_playlists=500"]},
+             "steps": 400, "model": ["--tiger.ensemble=1"], "titles": 64, "eval": ["--eval.max_playlists=500"]},
     "dry": {"world": ["--demo.n_songs=300", "--demo.n_artists=30", "--demo.n_playlists=240"],
             "kmeans": (4000, 16, (16,), 5), "rqvae": ["--rqvae.epochs=2"], "steps": 12,
             "model": ["--tiger.d_model=32", "--tiger.d_ff=64", "--tiger.num_layers=1", "--tiger.num_decoder_layers=1",
-                      "--tiger.num_heads=2", "--tiger.d_kv=16", "--tiger.batch_size=16", "--tiger.sp_vocab_size=320"],
+                      "--tiger.num_heads=2", "--tiger.d_kv=16", "--tiger.batch_size=16", "--tiger.sp_vocab_size=320",
+                      "--tiger.ensemble=1"],
             "titles": 8, "eval": ["--eval.max_playlists=20", "--eval.shown_policies=sample",
                                   "--recommend.e5_weight=0"]},  # e5 runs on the CPU anyway
 }

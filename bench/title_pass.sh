@@ -17,7 +17,7 @@ for K in $KS; do
     cp -r "$RUN/out" "$T/out"; rm -f "$T/out/metrics.json"
     D="--data_dir=$RUN/data --output_dir=$T/out --model_dir=$T/models $*"
     # shellcheck disable=SC2086
-    $PY train_tiger.py $D --tiger.tuples_per_pass="$K" --tiger.epochs="$E" > "$T/log.txt" 2>&1
+    $PY train_tiger.py $D --tiger.tuples_per_pass="$K" --tiger.epochs="$E" --tiger.ensemble=1 > "$T/log.txt" 2>&1
     # shellcheck disable=SC2086
     $PY evaluate_tiger.py $D --eval.methods=model --eval.shown_policies=sample >> "$T/log.txt" 2>&1
     $PY - "$T" "$K" "$E" <<'PY'

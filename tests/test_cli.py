@@ -21,7 +21,8 @@ from playlist_gen.cli import parse_config
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--tiger.d_model=32", "--tiger.d_ff=64", "--tiger.num_layers=1", "--tiger.num_decoder_layers=1",
         "--tiger.num_heads=2", "--tiger.d_kv=16", "--tiger.batch_size=16", "--tiger.sp_vocab_size=320",
-        "--tiger.threads=1", "--tiger.max_steps=8", "--tiger.eval_steps=4", "--tiger.save_steps=4"]
+        "--tiger.threads=1", "--tiger.max_steps=8", "--tiger.eval_steps=4", "--tiger.save_steps=4",
+        "--tiger.ensemble=1"]
 EVAL = ["--eval.k=20", "--eval.n_clusters=10", "--generate.batch_size=4", "--generate.num_beams=2",
         "--eval.examples=3"]
 SONG_LINE = re.compile(r"^\s*\d+\. \S.* - \S.* \((cluster \d+-\d+: (1 of \d+ songs|its only song)"

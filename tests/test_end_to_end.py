@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORLD = ["--demo.n_songs=540", "--demo.n_artists=54", "--demo.n_playlists=600"]
 MODEL = ["--tiger.d_model=64", "--tiger.d_ff=256", "--tiger.num_heads=2", "--tiger.num_layers=1",
          "--tiger.num_decoder_layers=1", "--tiger.epochs=2", "--tiger.batch_size=32", "--tiger.eval_steps=50",
-         "--tiger.save_steps=50", "--tiger.threads=1"]  # 2 processes x 32 = the default batch of 64
+         "--tiger.save_steps=50", "--tiger.threads=1", "--tiger.ensemble=1"]  # 2 x 32 = the default batch
 EVAL = ["--generate.cpu_threads=1", "--eval.examples=3"]
 METRICS = ("shown_precision@20", "shown_ndcg@20", "shown_recall@20", "shown_artists", "shown_clusters",
            "shown_popularity_rank", "top_precision@20", "top_artists", "rouge_l", "bleu4", "tuple_f1",

@@ -26,7 +26,8 @@ SMALL_DEMO = ["--source=demo", "--demo.n_songs=300", "--demo.n_artists=30", "--d
               "--vectors.quality_sample=100"]
 TINY = ["--tiger.d_model=32", "--tiger.d_ff=64", "--tiger.num_layers=1", "--tiger.num_decoder_layers=1",
         "--tiger.num_heads=2", "--tiger.d_kv=16", "--tiger.batch_size=16", "--tiger.sp_vocab_size=1000",
-        "--tiger.threads=1", "--tiger.max_steps=4", "--tiger.eval_steps=2", "--tiger.save_steps=2"]
+        "--tiger.threads=1", "--tiger.max_steps=4", "--tiger.eval_steps=2", "--tiger.save_steps=2",
+        "--tiger.ensemble=1"]
 EVAL = ["--eval.k=10", "--eval.n_clusters=5", "--eval.methods=model,popularity", "--eval.examples=1"]
 
 

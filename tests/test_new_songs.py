@@ -18,7 +18,7 @@ from playlist_gen.semantic_ids import load_semantic_ids
 WORLD = ["--demo.n_songs=300", "--demo.n_artists=40", "--demo.n_playlists=240"]
 TINY = ["--tiger.d_model=32", "--tiger.d_ff=64", "--tiger.num_layers=1", "--tiger.num_decoder_layers=1",
         "--tiger.num_heads=2", "--tiger.d_kv=16", "--tiger.sp_vocab_size=320", "--tiger.threads=1",
-        "--tiger.max_steps=10", "--tiger.eval_steps=5", "--tiger.save_steps=5"]
+        "--tiger.max_steps=10", "--tiger.eval_steps=5", "--tiger.save_steps=5", "--tiger.ensemble=1"]
 
 
 def add_songs(cfg: Config, n: int) -> list[str]:

@@ -22,7 +22,7 @@ from tests.reference import load_tiger
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--tiger.d_model=32", "--tiger.d_ff=64", "--tiger.num_layers=1", "--tiger.num_decoder_layers=1",
         "--tiger.num_heads=2", "--tiger.d_kv=16", "--tiger.batch_size=16", "--tiger.logging_steps=2",
-        "--tiger.sp_vocab_size=320", "--tiger.threads=1"]
+        "--tiger.sp_vocab_size=320", "--tiger.threads=1", "--tiger.ensemble=1"]  # one model unless a test says
 SEMANTIC = tokens.vocabulary([8, 8])
 
 
