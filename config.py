@@ -219,8 +219,8 @@ class TigerConfig:
                              "e.g. for --recommend.ensemble", ge=-1)
     ensemble: int = opt(3, "models trained on the same splits, each with its own initial weights, example order and "
                            "dropout (seeds: the run's, +1, +2...); generation averages their distributions over "
-                           "clusters (the first is tiger_final, the others tiger_members/K/tiger_final); 1 = one model, "
-                           "a third of the training time", ge=1, le=8)
+                           "clusters (the first is tiger_final, the others tiger_members/K/tiger_final); 1 = one "
+                           "model, a third of the training time", ge=1, le=8)
     batch_size: int = opt(64, "examples per step and device", ge=1, le=1 << 20)
     lr: float = opt(2e-3, "peak learning rate", gt=0)
     lr_scheduler: str = opt("linear", "learning-rate schedule (transformers' names)", choices=LR_SCHEDULERS)
