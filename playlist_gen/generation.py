@@ -309,7 +309,11 @@ def trained_members(cfg, meta: dict | None = None) -> list:
 
     if meta is None:
         meta = read_json(cfg.model_meta_path, "re-run `python train_tiger.py`") if cfg.model_meta_path.exists() else {}
-    folders = [Path(cfg.model_dir) / rel for rel in meta.get("members", [])]
+    members = meta.get("members", []) if isinstance(meta, dict) else None
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise PipelineError(f"{cfg.model_meta_path} is damaged (its members are not a list of folders); re-run "
+                            "`python train_tiger.py`")
+    folders = [Path(cfg.model_dir) / rel for rel in members]
     for folder in folders:
         if not folder.is_dir():
             raise PipelineError(f"{cfg.final_model_dir} was trained as an ensemble with {folder}, which is missing; "

@@ -628,6 +628,11 @@ def test_tiger_ensemble_trains_every_model_in_one_run_and_generation_averages_th
     assert "already trained for this run, kept" in caplog.text
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     manifest.Reads(cfg).require("model", [cfg.final_model_dir, member])
+    meta_text = cfg.model_meta_path.read_text()
+    cfg.model_meta_path.write_text(meta_text.replace('"members": [', '"members": [7, '))
+    with pytest.raises(PipelineError, match="tiger_meta.json is damaged .*re-run `python train_tiger.py`"):
+        load_generator(cfg, clusters)
+    cfg.model_meta_path.write_text(meta_text)
     shutil.rmtree(member)
     with pytest.raises(PipelineError, match="was trained as an ensemble with .*missing"):
         load_generator(cfg, clusters)
