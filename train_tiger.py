@@ -145,10 +145,17 @@ def keep_model(cfg, meta: dict, members: list[dict], folders, files, reads) -> N
 
 
 def member_config(cfg, k: int):
-    """The config of an ensemble's model k >= 1: its own model_dir and init seed (the run's + k), the same splits."""
+    """The config of an ensemble's model k >= 1: its own model_dir and init seed (the run's + k), the same splits.
+    Fine-tuning the run's own model (--tiger.model_name=<model_dir>/tiger_final) fine-tunes each member from its own
+    weights, when it has them."""
+    from pathlib import Path
+
     from playlist_gen.training import run_seed
 
     tiger = dataclasses.replace(cfg.tiger, init_seed=run_seed(cfg) + k, ensemble=1)
+    own = cfg.member_model_dir(k) / "tiger_final"
+    if tiger.model_name and Path(tiger.model_name).resolve() == cfg.final_model_dir.resolve() and own.is_dir():
+        tiger = dataclasses.replace(tiger, model_name=str(own))
     return dataclasses.replace(cfg, model_dir=str(cfg.member_model_dir(k)), tiger=tiger)
 
 

@@ -586,7 +586,7 @@ def test_an_ensemble_averages_models_trained_with_other_init_seeds(corpus_world,
 def test_tiger_ensemble_trains_every_model_in_one_run_and_generation_averages_them(corpus_world, tmp_path, caplog):
     """--tiger.ensemble=2: the second model is the one --tiger.init_seed=seed+1 trains alone (same weights), lives in
     tiger_members/1, is listed in tiger_meta.json and the model manifest, is kept by a re-run, and generation
-    averages both; a listed member that is gone is named."""
+    averages both; a listed member that is gone is named; fine-tuning the run's model fine-tunes each from its own."""
     import shutil
 
     from safetensors.torch import load_file
@@ -633,11 +633,16 @@ def test_tiger_ensemble_trains_every_model_in_one_run_and_generation_averages_th
     with pytest.raises(PipelineError, match="tiger_meta.json is damaged .*re-run `python train_tiger.py`"):
         load_generator(cfg, clusters)
     cfg.model_meta_path.write_text(meta_text)
-    shutil.rmtree(member)
+    member.rename(tmp_path / "away")
     with pytest.raises(PipelineError, match="was trained as an ensemble with .*missing"):
         load_generator(cfg, clusters)
+    (tmp_path / "away").rename(member)
     train_tiger.main(corpus_world + steps)  # back to one model: the same weights, no members listed
     assert read_json(cfg.model_meta_path, "")["members"] == [] and len(load_generator(cfg, clusters).members) == 1
     assert "members" not in read_json(cfg.train_summary_path, "")
     assert cfg.final_model_dir.joinpath("model.safetensors").stat().st_mtime_ns == stamps[weights[1]]
     manifest.Reads(cfg).require("model", [cfg.final_model_dir])
+    train_tiger.main(corpus_world + steps + ["--tiger.ensemble=2", f"--tiger.model_name={cfg.final_model_dir}",
+                                             "--tiger.resume=false"])  # fine-tuning: each model from its own weights
+    assert read_json(member / "tiger_meta.json", "")["model_name"] == str(member)
+    assert read_json(cfg.model_meta_path, "")["model_name"] == str(cfg.final_model_dir)
