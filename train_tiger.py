@@ -9,7 +9,6 @@ train_tiger.py`; several: `torchrun --nproc_per_node=N train_tiger.py` (GPUs, or
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -28,8 +27,7 @@ def main(argv=None):
     cfg = parse_config(argv, __doc__, SECTIONS)
     if share_cores_gracefully():  # before torch is imported
         log.info("other processes keep the cores busy: OpenMP threads sleep at barriers instead of spinning")
-    first = os.environ.get("RANK", "0") == "0"  # under torchrun the first process holds the folder for all
-    with exclusive(cfg.model_dir, "train_tiger.py") if first else contextlib.nullcontext():
+    with exclusive(cfg.model_dir, "train_tiger.py") if first_rank() else contextlib.nullcontext():
         train(cfg)
 
 
@@ -55,6 +53,11 @@ class Fitted:
     val_loss: float  # rank 0 only (nan elsewhere)
 
 
+def first_rank() -> bool:
+    """The first process (under torchrun it holds the folder and writes for all)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def train(cfg) -> None:
     import pandas as pd
 
@@ -76,11 +79,13 @@ def train(cfg) -> None:
     run = Run(reads, corpus_meta, id_meta, train_df, val_df, trained_on, blind)
     members = [train_member(member_config(cfg, k), run) for k in range(1, tc.ensemble)]
     folders = [cfg.member_model_dir(k) / "tiger_final" for k in range(1, tc.ensemble)]
-    files = [cfg.final_model_dir, *folders, cfg.loss_curve_csv_path, cfg.loss_curve_png_path, cfg.train_summary_path]
-    kept = trained_for(cfg, run) if all(p.exists() for p in files[-3:]) else None
+    listed = [str(f.relative_to(cfg.model_dir)) for f in folders]  # as tiger_meta.json names them
+    records = [cfg.loss_curve_csv_path, cfg.loss_curve_png_path, cfg.train_summary_path]
+    files = [cfg.final_model_dir, *folders, *records]
+    kept = trained_for(cfg, run) if all(p.exists() for p in records) else None
     if kept is not None:  # only the ensemble changed: the model stays, its record lists the members
-        if os.environ.get("RANK", "0") == "0":
-            keep_model(cfg, kept, members, folders, files, reads)
+        if first_rank():
+            keep_model(cfg, {**kept, "members": listed}, members, files, reads)
         return
     args = training.training_arguments(cfg)  # sets up torch.distributed under torchrun
     fitted = fit(cfg, args, run)
@@ -88,14 +93,13 @@ def train(cfg) -> None:
     if is_main:
         meta = training.final_meta(tc, corpus_meta, id_meta, val_loss=fitted.val_loss, title_blind_loss=blind,
                                    trained_on=trained_on, fingerprint=fingerprint(cfg, run),
-                                   steps=trainer.state.global_step,
-                                   members=[str(f.relative_to(cfg.model_dir)) for f in folders])
+                                   steps=trainer.state.global_step, members=listed)
         manifest.begin(cfg, "model", files)
         save_final(trainer.model, fitted.tok, meta, cfg.final_model_dir)
         losses.write_loss_curve(losses.loss_rows(trainer.state.log_history), cfg.loss_curve_csv_path,
                                 cfg.loss_curve_png_path, blind)
         summary = summarise(fitted, run)
-        write_json(cfg.train_summary_path, {**summary, "members": members} if members else summary)
+        write_json(cfg.train_summary_path, with_members(summary, members))
         save_config(cfg, "train_tiger")
         manifest.finish(cfg, "model", files, reads)
         print(f"val_loss {fitted.val_loss:.4f} vs title_blind_loss {blind:.4f} (nats per target token); "
@@ -105,10 +109,16 @@ def train(cfg) -> None:
 
 
 def fingerprint(cfg, run: Run) -> dict:
-    """What a model trained for this very run records (checkpoints.fingerprint, as JSON reads it back)."""
+    """What checkpoints of this very run, and a model trained by it, record (checkpoints.fingerprint)."""
     from playlist_gen import checkpoints
 
-    return json.loads(json.dumps(checkpoints.fingerprint(cfg.tiger, run.corpus_meta, run.trained_on, cfg.seed)))
+    return checkpoints.fingerprint(cfg.tiger, run.corpus_meta, run.trained_on, cfg.seed)
+
+
+def with_members(summary: dict, members: list[dict]) -> dict:
+    """train_summary.json: the first model's summary, with the other models' under "members" (none: no key)."""
+    summary = {k: v for k, v in summary.items() if k != "members"}
+    return {**summary, "members": members} if members else summary
 
 
 def trained_for(cfg, run: Run) -> dict | None:
@@ -126,17 +136,16 @@ def trained_for(cfg, run: Run) -> dict | None:
     return meta if latest and meta.get("fingerprint") == fingerprint(cfg, run) else None
 
 
-def keep_model(cfg, meta: dict, members: list[dict], folders, files, reads) -> None:
+def keep_model(cfg, meta: dict, members: list[dict], files, reads) -> None:
     """The main model was trained for this run already: its tiger_meta.json and train_summary.json now list the
     ensemble's other models, and the model manifest records them all."""
     from playlist_gen import manifest
     from playlist_gen.io import read_json, write_json
 
     manifest.begin(cfg, "model", files)
-    write_json(cfg.model_meta_path, {**meta, "members": [str(f.relative_to(cfg.model_dir)) for f in folders]})
-    summary = {k: v for k, v in read_json(cfg.train_summary_path, "re-run with --tiger.resume=false").items()
-               if k != "members"}
-    write_json(cfg.train_summary_path, {**summary, "members": members} if members else summary)
+    write_json(cfg.model_meta_path, meta)
+    summary = read_json(cfg.train_summary_path, "re-run with --tiger.resume=false")
+    write_json(cfg.train_summary_path, with_members(summary, members))
     save_config(cfg, "train_tiger")
     manifest.finish(cfg, "model", files, reads)
     print(f"{cfg.final_model_dir} was trained for this run already: kept"
@@ -194,8 +203,7 @@ def fit(cfg, args, run: Run) -> Fitted:
     if not is_main:
         logging.getLogger().setLevel(logging.WARNING)
     semantic = semantic_tokens(run.corpus_meta)
-    fp = checkpoints.fingerprint(tc, run.corpus_meta, run.trained_on, cfg.seed)
-    tok, last = checkpoints.shared_tokenizer(cfg, args, list(run.train_df["title"]), semantic, fp)
+    tok, last = checkpoints.shared_tokenizer(cfg, args, list(run.train_df["title"]), semantic, fingerprint(cfg, run))
     seed = training.run_seed(cfg)
     set_seed(seed)  # same initial weights on every rank
     model = build_model(tc, tok)

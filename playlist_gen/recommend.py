@@ -279,13 +279,13 @@ class T5Recommender(Recommender):
                  if s in self.catalogue.index.song_cluster]
         return with_seeds(request.text, seeds, self.generator.scheme)
 
-    def cluster_log_probs(self, requests) -> np.ndarray:
-        return self.generator.cluster_log_probs([self.text(r) for r in requests], self.g.batch_size)
+    def cluster_log_probs(self, requests, models: int | None = None) -> np.ndarray:
+        return self.generator.cluster_log_probs([self.text(r) for r in requests], self.g.batch_size, models)
 
     def cluster_scores(self, requests) -> np.ndarray:
         """For the reasons (title-word occlusion scores every title variant): the first model of an ensemble alone,
         so a reason costs one model whatever the ensemble's size."""
-        return np.exp(self.generator.cluster_log_probs([self.text(r) for r in requests], self.g.batch_size, models=1))
+        return np.exp(self.cluster_log_probs(requests, models=1))
 
     def song_distributions(self, requests):
         p_cluster = np.exp(self.cluster_log_probs(requests))

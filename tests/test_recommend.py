@@ -119,7 +119,7 @@ class FixedModel:
         self.logp = np.log(np.array(probs))
         self.texts = []
 
-    def cluster_log_probs(self, texts, batch_size=32):
+    def cluster_log_probs(self, texts, batch_size=32, models=None):  # as PlaylistGenerator: one model here
         self.texts += texts
         return np.tile(self.logp, (len(texts), 1))
 
