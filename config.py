@@ -232,6 +232,8 @@ class TigerConfig:
     max_steps: int = opt(-1, "> 0 overrides epochs; -1 = use epochs", ge=-1)
     grad_clip: float = opt(1.0, "clip the gradient norm to this; 0 = no clipping", ge=0)
     eval_steps: int = opt(500, "validate every this many steps", ge=1)
+    val_playlists: int = opt(1000, "validate on at most this many validation playlists, a seeded sample (at 1M "
+                             "playlists the split holds ~45k, ~2.8M examples); 0 = all", ge=0)
     save_steps: int = opt(500, "checkpoint every this many steps (a multiple of eval_steps)", ge=1)
     save_total_limit: int = opt(2, "checkpoints kept (the best one always)", ge=1)
     logging_steps: int = opt(50, "log the training loss every this many steps", ge=1)

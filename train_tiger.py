@@ -125,7 +125,7 @@ def trained_for(cfg, run: Run) -> dict | None:
     """The tiger_meta.json of cfg's tiger_final when that model was trained for this very run (its fingerprint) and
     --tiger.resume is on, else None: a re-run keeps it instead of training on from its last checkpoint (after early
     stopping that would train again until the next evaluation)."""
-    from playlist_gen.checkpoints import complete_checkpoint
+    from playlist_gen.checkpoints import complete_checkpoint, with_defaults
     from playlist_gen.io import read_json
 
     if not cfg.tiger.resume or not cfg.model_meta_path.exists():
@@ -133,7 +133,8 @@ def trained_for(cfg, run: Run) -> dict | None:
     meta = read_json(cfg.model_meta_path, "delete its folder and train again")
     last = complete_checkpoint(cfg.checkpoint_dir) if cfg.checkpoint_dir.is_dir() else None
     latest = last is not None and last.name == f"checkpoint-{meta.get('steps')}"  # no later run started since
-    return meta if latest and meta.get("fingerprint") == fingerprint(cfg, run) else None
+    now = fingerprint(cfg, run)
+    return meta if latest and "fingerprint" in meta and with_defaults(meta["fingerprint"], now) == now else None
 
 
 def keep_model(cfg, meta: dict, members: list[dict], files, reads) -> None:

@@ -20,7 +20,7 @@ ARCH_FIELDS = ("model_name", "sp_vocab_size", "lowercase", "cjk_chars", "d_model
                "objective", "tuples_per_pass", "set_size", "sets_per_playlist", "max_target_songs", "index_pairs",
                "input_dropout", "extra_dropout", "e5_prefix", "tags_as_titles")
 RUN_FIELDS = ("lr", "lr_scheduler", "weight_decay", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_clip",
-              "dropout", "label_smoothing", "eval_steps", "save_steps", "early_stopping_patience",
+              "dropout", "label_smoothing", "eval_steps", "val_playlists", "save_steps", "early_stopping_patience",
               "precision", "init_seed", "select_by")  # the schedule and steps
 
 

@@ -200,4 +200,14 @@ def load_corpus(cfg, reads):
     if len(train_df) == 0 or len(val_df) == 0:
         raise PipelineError(f"training needs playlists in both train ({len(train_df):,}) and val ({len(val_df):,}); "
                             "re-run `python prepare_corpus.py` with --corpus.val_fraction > 0")
-    return corpus_meta, id_meta, train_df, val_df
+    return corpus_meta, id_meta, train_df, sample_rows(val_df, cfg.tiger.val_playlists, cfg.seed)
+
+
+def sample_rows(df, n: int, seed: int):
+    """At most n validation rows (0 = all): a seeded sample, in file order."""
+    if n <= 0 or len(df) <= n:
+        return df
+    keep = np.sort(np.random.default_rng(seed).choice(len(df), n, replace=False))
+    log.info("validation: %s of %s playlists, a seeded sample (--tiger.val_playlists=0 keeps all)", f"{n:,}",
+             f"{len(df):,}")
+    return df.iloc[keep].reset_index(drop=True)

@@ -3,13 +3,12 @@ beat, the validation loss per target token, and the loss curve (CSV and plot).""
 
 import csv
 import math
-from collections import Counter
 
 import numpy as np
 import torch
 
 from .examples import TargetExamples
-from .io import atomic_write
+from .io import PipelineError, atomic_write
 from .modeling import EOS
 
 
@@ -62,33 +61,47 @@ def title_blind_loss(train_targets, val_targets, semantic: list[str], objective:
     """The validation loss of a model that ignores titles (nats per target token, add-one smoothed).
 
     sequence/sets: the training unigram frequencies of the semantic tokens + </s>. tuples: each level's token
-    given the tuple's earlier levels, from training counts: the cluster popularity a title must beat."""
+    given the tuple's earlier levels, from training counts: the cluster popularity a title must beat. Counted with
+    numpy over token codes (a 1M-playlist corpus has 110M target tokens)."""
+    train_targets, val_targets = list(train_targets), list(val_targets)
+    vocab = list(semantic) + [EOS]
+    train, val = token_codes(train_targets, vocab), token_codes(val_targets, vocab)
     if objective != "tuples":
-        counts = Counter(t for target in train_targets for t in target.split())
-        counts[EOS] += len(train_targets)
-        denominator = sum(counts.values()) + len(semantic) + 1
-        total = n = 0
-        for target in val_targets:
-            for t in target.split() + [EOS]:
-                total -= math.log((counts[t] + 1) / denominator)
-                n += 1
-        return total / max(n, 1)
+        counts = np.bincount(train, minlength=len(vocab))
+        counts[-1] += len(train_targets)
+        denominator = counts.sum() + len(semantic) + 1
+        total = -np.log((counts[val] + 1) / denominator).sum()
+        total -= len(val_targets) * math.log((counts[-1] + 1) / denominator)
+        return float(total / max(len(val) + len(val_targets), 1))
+    if len(train) % levels or len(val) % levels:
+        raise PipelineError(f"a corpus target is not a whole number of {levels}-token tuples; "
+                            "re-run `python prepare_corpus.py`")
     per_level = len(semantic) // levels if levels else len(semantic)  # tokens of one level (level scheme)
-    prefix, counts = Counter(), Counter()
-    for target in train_targets:
-        toks = target.split()
-        for j in range(0, len(toks), levels):
-            for d in range(levels):
-                prefix[tuple(toks[j:j + d])] += 1
-                counts[tuple(toks[j:j + d + 1])] += 1
-    total = n = 0
-    for target in val_targets:
-        toks = target.split()
-        for j in range(0, len(toks), levels):
-            for d in range(levels):
-                total -= math.log((counts[tuple(toks[j:j + d + 1])] + 1) / (prefix[tuple(toks[j:j + d])] + per_level))
-                n += 1
-    return total / max(n, 1)
+    tuples = np.concatenate([train, val]).reshape(-1, levels)
+    n_train = len(train) // levels
+    prefix = np.zeros(len(tuples), dtype=np.int64)  # per tuple, its first d tokens as a dense id (d = 0: one id)
+    total = 0.0
+    for d in range(levels):
+        longer = np.unique(prefix * (len(vocab) + 1) + tuples[:, d], return_inverse=True)[1].ravel()
+        prefix_count, count = np.bincount(prefix[:n_train], minlength=prefix.max() + 1), np.bincount(
+            longer[:n_train], minlength=longer.max() + 1)
+        total -= np.log((count[longer[n_train:]] + 1) / (prefix_count[prefix[n_train:]] + per_level)).sum()
+        prefix = longer
+    return float(total / max(len(val), 1))
+
+
+def token_codes(targets: list[str], vocab: list[str], chunk: int = 20_000) -> np.ndarray:
+    """Every token of `targets` (space-separated strings) as its index in `vocab`, in order, one array."""
+    index = {t: i for i, t in enumerate(vocab)}
+    parts = []
+    for start in range(0, len(targets), chunk):
+        toks = " ".join(targets[start:start + chunk]).split()
+        try:
+            parts.append(np.fromiter(map(index.__getitem__, toks), dtype=np.int64, count=len(toks)))
+        except KeyError as e:
+            raise PipelineError(f"corpus target token {e.args[0]!r} is not a semantic ID of the corpus; "
+                                "re-run `python prepare_corpus.py`") from None
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 @torch.no_grad()

@@ -64,6 +64,27 @@ def test_title_blind_loss_is_unigram_cross_entropy():
     assert losses.title_blind_loss(train, val, semantic) == pytest.approx(expected)
 
 
+def test_title_blind_loss_of_tuples_is_each_level_given_the_earlier_ones():
+    train, val = ["<a_0> <b_1> <a_0> <b_0>", "<a_1> <b_1>"], ["<a_0> <b_1> <a_1> <b_0>"]
+    semantic = tokens.vocabulary([2, 2])  # 2 tokens per level
+    # a_0: 2 of 3 tuples (+1 / +2); b_1 after a_0: 1 of 2; a_1: 1 of 3; b_0 after a_1: 0 of 1
+    expected = -(math.log(3 / 5) + math.log(2 / 4) + math.log(2 / 5) + math.log(1 / 3)) / 4
+    assert losses.title_blind_loss(train, val, semantic, "tuples", 2) == pytest.approx(expected)
+    with pytest.raises(PipelineError, match="<c_0>"):
+        losses.title_blind_loss(train, ["<c_0> <b_0>"], semantic, "tuples", 2)
+
+
+def test_validation_is_a_seeded_sample_of_at_most_val_playlists():
+    import pandas as pd
+
+    df = pd.DataFrame({"glid": [str(i) for i in range(50)]})
+    a, b = examples.sample_rows(df, 10, seed=3), examples.sample_rows(df, 10, seed=3)
+    assert len(a) == 10 and list(a["glid"]) == list(b["glid"])  # the same rows for every member and re-run
+    assert sorted(a["glid"], key=int) == list(a["glid"])  # in file order
+    assert list(examples.sample_rows(df, 10, seed=4)["glid"]) != list(a["glid"])
+    assert examples.sample_rows(df, 0, seed=3) is df and examples.sample_rows(df, 50, seed=3) is df
+
+
 def test_train_single_process_and_reload(corpus_world):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
