@@ -43,23 +43,34 @@ def parse_feedback(line: str) -> Feedback | None:
 
 
 class SongMatcher:
-    """Song ids, or `name - artist` text matched to the catalogue by char n-gram TF-IDF (typos and case forgiven)."""
+    """Song ids, or `name - artist` text matched to the catalogue by char n-gram TF-IDF (typos and case forgiven).
+    The n-gram index is built at the first name to match (a song id needs none)."""
 
     def __init__(self, catalogue):
+        self.catalogue = catalogue
+        self._index = None
+
+    def index(self):
+        """(song ids, their CharTfidf, its (n-grams, songs) matrix), built once."""
         from .tfidf import CharTfidf
 
-        self.catalogue = catalogue
-        self.ids = [s for s in catalogue.songs if s in catalogue.index.names]
-        self.texts = [" - ".join(catalogue.index.names[s]) for s in self.ids]
-        self.tfidf = CharTfidf((2, 3)).fit(self.texts)
-        self.X = self.tfidf.transform(self.texts).T.tocsr()
+        if self._index is None:
+            ids = [s for s in self.catalogue.songs if s in self.catalogue.index.names]
+            texts = [" - ".join(self.catalogue.index.names[s]) for s in ids]
+            tfidf = CharTfidf((2, 3)).fit(texts)
+            self._index = ids, tfidf, tfidf.transform(texts).T.tocsr()
+        return self._index
 
     def ranked(self, query: str, limit: int) -> list[tuple[str, float]]:
         """The `limit` songs whose `name - artist` is closest to `query`, with their similarity, best first."""
         import numpy as np
 
-        sims = (self.tfidf.transform([query]) @ self.X).toarray()[0]
-        return [(self.ids[i], float(sims[i])) for i in np.argsort(-sims, kind="stable")[:limit]]
+        ids, tfidf, X = self.index()
+        sims = (tfidf.transform([query]) @ X).toarray()[0]
+        top = np.arange(len(sims))
+        if 0 < limit < len(sims):  # the candidates: every song at least as close as the limit-th (ties kept)
+            top = np.flatnonzero(sims >= -np.partition(-sims, limit - 1)[limit - 1])
+        return [(ids[i], float(sims[i])) for i in top[np.lexsort((top, -sims[top]))][:limit]]  # best, then by id
 
     def match(self, query: str) -> tuple[str | None, float]:
         """(song id, similarity) of the best match, or (None, best similarity) when none is close enough."""

@@ -71,17 +71,27 @@ def test_popularity_ranks_training_counts():
     assert rec.clusters == [X, Z]  # X holds b (3) and a (1): 4 of the mass, Z 2
 
 
-def test_char_tfidf_equals_scikit_learn():
+@pytest.mark.parametrize("ngrams", [(2, 4), (2, 3), (1, 2)])
+def test_char_tfidf_equals_scikit_learn(ngrams):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    train = ["Chill  vibes", "workout!!", "深夜emo 🌙", "a", "", "road trip  summer", "chill"]
-    query = ["chill summer", "x", "深夜", ""]
-    ours = CharTfidf().fit(train)
-    theirs = TfidfVectorizer(analyzer="char", ngram_range=(2, 4)).fit(train)
-    assert sorted(ours.vocabulary) == sorted(theirs.vocabulary_)
-    order = [theirs.vocabulary_[g] for g in sorted(ours.vocabulary)]
-    np.testing.assert_allclose(ours.transform(query).toarray(), theirs.transform(query).toarray()[:, order],
-                               atol=1e-12)
+    train = ["Chill  vibes", "workout!!", "深夜emo 🌙", "a", "", "road trip  summer", "chill", "Σ\t\tσ", "\udcff x"]
+    query = ["chill summer", "x", "深夜", "", "🌙 vibes vibes", "zzz 夜"]
+    ours = CharTfidf(ngrams).fit(train)
+    theirs = TfidfVectorizer(analyzer="char", ngram_range=ngrams).fit(train)
+    assert ours.n_features == len(theirs.vocabulary_)
+    # the same vectors up to the order of their columns: every dot product and norm agrees
+    a, b = ours.transform(query + train), theirs.transform(query + train)
+    np.testing.assert_allclose((a @ a.T).toarray(), (b @ b.T).toarray(), atol=1e-12)
+    np.testing.assert_array_equal(np.diff(a.indptr), np.diff(b.indptr))  # the same n-grams per text
+    assert sorted(ours.idf) == pytest.approx(sorted(theirs.idf_), abs=1e-12)
+    assert ours.transform([]).shape == (0, ours.n_features)
+
+
+def test_char_tfidf_in_chunks_equals_one_pass():
+    texts = [f"title {i} {chr(0x4E00 + i % 50)}" for i in range(300)]
+    tfidf = CharTfidf().fit(texts[:200])
+    np.testing.assert_array_equal(tfidf.transform(texts, chunk=7).toarray(), tfidf.transform(texts).toarray())
 
 
 def test_title_knn_votes_by_similarity():
