@@ -19,23 +19,29 @@ class WhitespaceTokenizer:
         return text.split() if isinstance(text, str) else list(text)
 
 
-_ROUGE = None
-
-
-def _rouge_scorer():
-    global _ROUGE
-    if _ROUGE is None:
-        from rouge_score import rouge_scorer
-
-        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=WhitespaceTokenizer())
-    return _ROUGE
-
-
 def rouge_l(hyp_tokens: Sequence[str], ref_tokens: Sequence[str]) -> float:
-    """ROUGE-L F1 with each token as one unit."""
+    """ROUGE-L F1 with each token as one unit: rouge_score's F-measure of the longest common subsequence, its length
+    found bit-parallel (rouge_score fills the whole table in Python: 6 ms for 100 x 66 tokens, a third of an
+    evaluation's time; tests/test_metrics.py checks both agree)."""
     if not hyp_tokens or not ref_tokens:
         return 0.0
-    return _rouge_scorer().score(" ".join(ref_tokens), " ".join(hyp_tokens))["rougeL"].fmeasure
+    from rouge_score.scoring import fmeasure
+
+    lcs = lcs_length(ref_tokens, hyp_tokens)
+    return fmeasure(lcs / len(hyp_tokens), lcs / len(ref_tokens))
+
+
+def lcs_length(a: Sequence, b: Sequence) -> int:
+    """Length of the longest common subsequence (Allison-Dix / Hyyro bit-parallel: one row of the table per word)."""
+    masks: dict = {}
+    for i, x in enumerate(a):
+        masks[x] = masks.get(x, 0) | (1 << i)
+    full = (1 << len(a)) - 1
+    v = full
+    for y in b:
+        u = v & masks.get(y, 0)
+        v = ((v + u) | (v - u)) & full
+    return len(a) - v.bit_count()
 
 
 def bleu4(hyp_tokens: Sequence[str], ref_tokens: Sequence[str]) -> float:

@@ -1,6 +1,8 @@
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from playlist_gen import metrics
 
@@ -9,6 +11,16 @@ def test_rouge_l_counts_each_semantic_token_once():
     hyp = "<a_1> <b_2> <a_3> <b_4>".split()
     ref = "<a_1> <b_2> <a_5> <b_4>".split()
     assert metrics.rouge_l(hyp, ref) == pytest.approx(0.75)  # LCS 3 of 4 both ways
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from("abcdefg"), max_size=80), st.lists(st.sampled_from("abcdefgh"), max_size=80))
+def test_rouge_l_equals_rouge_score(hyp, ref):
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=metrics.WhitespaceTokenizer())
+    expected = scorer.score(" ".join(ref), " ".join(hyp))["rougeL"].fmeasure if hyp and ref else 0.0
+    assert metrics.rouge_l(hyp, ref) == expected
 
 
 def test_rouge_default_tokenizer_would_split_tokens():
