@@ -43,7 +43,7 @@ def demoted(catalogue: Catalogue, scores: np.ndarray, request: Request) -> np.nd
     """Scores with the songs of the request's demoted clusters scaled by DEMOTION."""
     if not request.demote:
         return scores
-    numbers = [i for i, c in enumerate(catalogue.clusters) if c in request.demote]
+    numbers = sorted(catalogue.cluster_number[c] for c in request.demote if c in catalogue.cluster_number)
     return np.where(np.isin(catalogue.cluster, numbers), scores * DEMOTION, scores)
 
 

@@ -310,7 +310,7 @@ class PlaylistMaker:
         # (4x the time of the playlist itself)
         scorer = self.recommender.model if isinstance(self.recommender, Fusion) else self.recommender
         scores = scorer.cluster_scores([Request(self.text(t)) for t in variants])
-        number = {c: i for i, c in enumerate(self.catalogue.clusters)}
+        number = self.catalogue.cluster_number
         out = {}
         for song, cluster in songs:
             shared = [(self.members[:, code[song]].multiply(self.members[:, code[x]]).sum(), x) for x in known
