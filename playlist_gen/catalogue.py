@@ -188,6 +188,15 @@ class Catalogue:
 CACHE_VERSION = 4  # 4: listeners' skipped songs
 
 
+def top_indices(values: np.ndarray, n: int) -> np.ndarray:
+    """np.argsort(-values, kind="stable")[:n] (the n largest, ties by index) without sorting all of them: at 1M
+    playlists a request ranks ~800k clusters."""
+    top = np.arange(len(values))
+    if 0 < n < len(values):  # the candidates: every value at least the n-th largest (ties kept)
+        top = np.flatnonzero(values >= -np.partition(-values, n - 1)[n - 1])
+    return top[np.lexsort((top, -values[top]))][:n]
+
+
 def _bytes(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 

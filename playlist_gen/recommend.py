@@ -19,7 +19,7 @@ import numpy as np
 
 from config import DECODINGS, FUSIONS, KNN_TEXTS
 
-from .catalogue import Catalogue, fill_from_clusters, pick_songs
+from .catalogue import Catalogue, fill_from_clusters, pick_songs, top_indices
 from .io import PipelineError
 from .recommender import DEMOTION, Recommendation, Recommender, Request, excluded_codes, from_song_scores
 from .text import EXTRA_SEPARATOR
@@ -331,7 +331,7 @@ class T5Recommender(Recommender):
             if r.demote:
                 lp = lp.copy()
                 lp[[c.cluster_number[cl] for cl in r.demote if cl in c.cluster_number]] += np.log(DEMOTION)
-            top = np.argsort(-lp, kind="stable")[:r.n_clusters]
+            top = top_indices(lp, r.n_clusters)
             scores = np.zeros(len(c.songs))
             scores[has] = np.exp(lp[c.cluster[has]]) * c.in_cluster[has]
             songs = c.top_songs(scores, r.k, excluded_codes(c, r))

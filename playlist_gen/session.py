@@ -63,14 +63,11 @@ class SongMatcher:
 
     def ranked(self, query: str, limit: int) -> list[tuple[str, float]]:
         """The `limit` songs whose `name - artist` is closest to `query`, with their similarity, best first."""
-        import numpy as np
+        from .catalogue import top_indices
 
         ids, tfidf, X = self.index()
         sims = (tfidf.transform([query]) @ X).toarray()[0]
-        top = np.arange(len(sims))
-        if 0 < limit < len(sims):  # the candidates: every song at least as close as the limit-th (ties kept)
-            top = np.flatnonzero(sims >= -np.partition(-sims, limit - 1)[limit - 1])
-        return [(ids[i], float(sims[i])) for i in top[np.lexsort((top, -sims[top]))][:limit]]  # best, then by id
+        return [(ids[i], float(sims[i])) for i in top_indices(sims, limit)]
 
     def match(self, query: str) -> tuple[str | None, float]:
         """(song id, similarity) of the best match, or (None, best similarity) when none is close enough."""

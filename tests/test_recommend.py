@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from playlist_gen.catalogue import Catalogue, SongIndex, fill_from_clusters, pick_songs
 from playlist_gen.io import PipelineError
@@ -386,3 +388,12 @@ def test_fusion_gives_e5_its_share_of_the_retrieval_exponent():
         0.75 * 0.4)
     fused = Fusion(model, knn, cat, weight=0.25, floor=0.1, e5=other, e5_weight=0.4).song_distributions([req])[0]
     assert fused == pytest.approx(product / product.sum())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 1.0, 2.5, 3.0, -np.inf]), max_size=40), st.integers(0, 45))
+def test_top_indices_is_a_stable_descending_argsort(values, n):
+    from playlist_gen.catalogue import top_indices
+
+    v = np.array(values, dtype=float)
+    np.testing.assert_array_equal(top_indices(v, n), np.argsort(-v, kind="stable")[:n])
