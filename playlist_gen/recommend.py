@@ -61,8 +61,8 @@ class TitleKNN(Recommender):
     def fit(self, texts: list[str]) -> None:
         from .tfidf import CharTfidf
 
-        self.tfidf = CharTfidf().fit(texts)
-        self.X = self.tfidf.transform(texts).T.tocsr()
+        self.tfidf = CharTfidf()
+        self.X = self.tfidf.fit_transform(texts).T.tocsr()
 
     def similarities(self, texts: list[str]) -> np.ndarray:
         """(texts, training playlists) similarity of each text to each training playlist's text."""
@@ -174,10 +174,14 @@ def train_embeddings(texts: list[str], cache=None, write: bool = True) -> np.nda
     if missing:
         log.info("embedding %s training titles with e5 (once; cached in %s)", f"{len(missing):,}", cache)
         known.update(zip(missing, encode(missing)))
-    out = np.stack([known[t] for t in texts]) if texts else np.zeros((0, E5_DIM), dtype=np.float32)
+    if not known:
+        return np.zeros((len(texts), E5_DIM), dtype=np.float32)
+    row = {t: i for i, t in enumerate(known)}
+    table = np.stack(list(known.values()))  # one row per distinct text; a gather, not 900k rows stacked at 1M
+    out = table[np.fromiter((row[t] for t in texts), dtype=np.int64, count=len(texts))]
     if cache is not None and missing and write:
         with atomic_write(cache, "wb") as f:
-            np.savez(f, texts=np.array(list(known), dtype=str), embeddings=np.stack(list(known.values())))
+            np.savez(f, texts=np.array(list(known), dtype=str), embeddings=table)
     return out
 
 

@@ -90,6 +90,14 @@ def test_char_tfidf_equals_scikit_learn(ngrams):
     assert ours.transform([]).shape == (0, ours.n_features)
 
 
+def test_char_tfidf_fit_transform_works_each_distinct_text_once_with_the_same_result():
+    texts = ["chill", "Chill  vibes", "chill", "深夜emo", "chill", "", "深夜emo", "rock"]
+    once = CharTfidf()
+    np.testing.assert_allclose(once.fit_transform(texts).toarray(),
+                               CharTfidf().fit(texts).transform(texts).toarray(), atol=1e-15)
+    np.testing.assert_allclose(once.idf, CharTfidf().fit(texts).idf, atol=1e-15)  # repeats count in the idf
+
+
 def test_char_tfidf_in_chunks_equals_one_pass():
     texts = [f"title {i} {chr(0x4E00 + i % 50)}" for i in range(300)]
     tfidf = CharTfidf().fit(texts[:200])
