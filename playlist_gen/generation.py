@@ -45,24 +45,30 @@ class ClusterTrie:
         import torch
 
         self.levels, self.width = len(codebook_sizes), max(codebook_sizes)
-        clusters = sorted(set(map(tuple, clusters)))
+        clusters = list(map(tuple, clusters))
         if not clusters or any(len(c) != self.levels for c in clusters):
             raise PipelineError(f"semantic IDs: expected non-empty tuples of {self.levels} codes")
-        prefixes = sorted({c[:d] for c in clusters for d in range(self.levels + 1)}, key=lambda p: (len(p), p))
-        node = {p: i for i, p in enumerate(prefixes)}
-        n_internal = sum(len(p) < self.levels for p in prefixes)
+        codes = np.unique(np.array(clusters, dtype=np.int64).reshape(len(clusters), self.levels), axis=0)  # sorted
+        # per cluster and depth d, its d-code prefix's node (array work: ~800k clusters at 1M playlists)
+        path = np.zeros((len(codes), self.levels + 1), dtype=np.int64)
+        sizes = [1]
+        for d in range(1, self.levels + 1):
+            new = np.ones(len(codes), dtype=bool)
+            new[1:] = (codes[1:, :d] != codes[:-1, :d]).any(axis=1)  # rows are sorted: a new prefix starts here
+            path[:, d] = sum(sizes) + np.cumsum(new) - 1
+            sizes.append(int(new.sum()))
+        n_nodes, n_internal = sum(sizes), sum(sizes) - sizes[-1]
         child = np.full((n_internal, self.width), -1, dtype=np.int64)  # node, code -> child node
-        anc = np.full((len(prefixes), self.levels + 1), -1, dtype=np.int64)  # node, depth -> ancestor
-        for p, i in node.items():
-            anc[i, :len(p) + 1] = [node[p[:d]] for d in range(len(p) + 1)]
-            if p:
-                child[node[p[:-1]], p[-1]] = i
-        leaf_count = np.zeros(len(prefixes), dtype=np.int64)  # clusters below each node
-        np.add.at(leaf_count, anc[[node[c] for c in clusters]].ravel(), 1)
+        anc = np.full((n_nodes, self.levels + 1), -1, dtype=np.int64)  # node, depth -> ancestor
+        for d in range(self.levels + 1):
+            anc[path[:, d], :d + 1] = path[:, :d + 1]
+            if d:
+                child[path[:, d - 1], codes[:, d - 1]] = path[:, d]
+        leaf_count = np.bincount(path.ravel(), minlength=n_nodes).astype(np.int64)  # clusters below each node
         self.child, self.anc, self.leaf_count = (torch.from_numpy(a) for a in (child, anc, leaf_count))
-        self.clusters = clusters
-        self.widest = max(sum(len(p) == d for p in prefixes) for d in range(self.levels))  # most nodes at one depth
-        self.first_leaf = len(prefixes) - len(clusters)  # nodes are numbered depth by depth, leaves last, sorted
+        self.clusters = [tuple(c) for c in codes.tolist()]
+        self.widest = max(sizes[:self.levels])  # most nodes at one depth
+        self.first_leaf = n_nodes - len(codes)  # nodes are numbered depth by depth, leaves last, sorted
 
     def to(self, device):
         for name in ("child", "anc", "leaf_count"):
