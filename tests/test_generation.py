@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from playlist_gen.generation import ClusterTrie, TrieLogitsProcessor
 
@@ -188,3 +190,21 @@ def test_trie_counts_three_levels():
     root_children = trie.child[0]
     assert (root_children >= 0).nonzero().flatten().tolist() == [0, 4]
     assert trie.leaf_count[root_children[0]] == 3
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 3).flatmap(lambda n: st.lists(st.tuples(*[st.integers(0, 3)] * n), min_size=1, max_size=30)))
+def test_trie_paths_and_counts_follow_the_clusters(clusters):
+    trie = ClusterTrie(clusters, [4] * len(clusters[0]))
+    distinct = sorted(set(clusters))
+    assert trie.clusters == distinct
+    paths = []
+    for i, cluster in enumerate(distinct):  # walking the child table from the root reaches the cluster's leaf
+        path = [0]
+        for code in cluster:
+            path.append(int(trie.child[path[-1], code]))
+        assert path[-1] == trie.first_leaf + i and trie.anc[path[-1]].tolist() == path
+        paths.append(path)
+    for node in range(len(trie.leaf_count)):  # every node has clusters below it, counted
+        assert int(trie.leaf_count[node]) == sum(node in p for p in paths) > 0
+    assert trie.widest == max(len({c[:d] for c in distinct}) for d in range(len(distinct[0])))
