@@ -211,7 +211,7 @@ def phase_serve(data: Path, out: Path, models: Path, method: str, requests: str,
             title = test["title"][i % len(test)]
             seeds = []
             if kind == "seeds":  # 5 songs of another test playlist (by id, as a client picks them from search)
-                songs = [s for s in service.create(test["title"][(i + 7) % len(test)]).songs]
+                songs = service.create(test["title"][(i + 7) % len(test)]).songs
                 seeds = [x.id for x in songs[:5]] or [x.id for x in first.songs[:5]]
             a = time.perf_counter()
             service.create(title, seed_songs=seeds)

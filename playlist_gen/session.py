@@ -12,6 +12,7 @@ Anything else is a new title.
 import logging
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from config import PICKS
 
@@ -48,24 +49,22 @@ class SongMatcher:
 
     def __init__(self, catalogue):
         self.catalogue = catalogue
-        self._index = None
 
+    @cached_property
     def index(self):
-        """(song ids, their CharTfidf, its (n-grams, songs) matrix), built once."""
+        """(song ids, their CharTfidf, its (n-grams, songs) matrix)."""
         from .tfidf import CharTfidf
 
-        if self._index is None:
-            ids = [s for s in self.catalogue.songs if s in self.catalogue.index.names]
-            texts = [" - ".join(self.catalogue.index.names[s]) for s in ids]
-            tfidf = CharTfidf((2, 3)).fit(texts)
-            self._index = ids, tfidf, tfidf.transform(texts).T.tocsr()
-        return self._index
+        ids = [s for s in self.catalogue.songs if s in self.catalogue.index.names]
+        texts = [" - ".join(self.catalogue.index.names[s]) for s in ids]
+        tfidf = CharTfidf((2, 3)).fit(texts)
+        return ids, tfidf, tfidf.transform(texts).T.tocsr()
 
     def ranked(self, query: str, limit: int) -> list[tuple[str, float]]:
         """The `limit` songs whose `name - artist` is closest to `query`, with their similarity, best first."""
         from .catalogue import top_indices
 
-        ids, tfidf, X = self.index()
+        ids, tfidf, X = self.index
         sims = (tfidf.transform([query]) @ X).toarray()[0]
         return [(ids[i], float(sims[i])) for i in top_indices(sims, limit)]
 

@@ -32,26 +32,12 @@ class CharTfidf:
         """`counts`: how many documents each text stands for (default 1 each): fit_transform's distinct texts."""
         counts = np.ones(len(texts)) if counts is None else np.asarray(counts, dtype=np.float64)
         chars, ends = _code_points(texts)
-        self.chars = np.unique(chars)
-        self.grams, self.offsets = [], []
-        ids = self._char_ids(chars).astype(np.uint64)
-        rank = ids.astype(np.int64)
-        docs = np.repeat(np.arange(len(texts)), np.diff(ends, prepend=0))
-        left = np.repeat(ends, np.diff(ends, prepend=0)) - np.arange(len(chars))  # characters from here to its end
-        df = []
-        for n in range(1, self.max_n + 1):
-            if n > 1:
-                valid = (left >= n) & (rank > 0)
-                values = self._extended(rank, ids, valid, n)
-                self.grams.append(_unique(values)[0])
-                rank = np.zeros(len(chars), dtype=np.int64)
-                rank[valid] = np.searchsorted(self.grams[-1], values) + 1
-            if n >= self.min_n:
-                size = len(self.chars) if n == 1 else len(self.grams[-1])
-                self.offsets.append(sum(len(d) for d in df))
-                hit = (left >= n) & (rank > 0)
-                pairs = _unique(docs[hit] * (size + 1) + rank[hit])[0]
-                df.append(np.bincount(pairs % (size + 1) - 1, weights=counts[pairs // (size + 1)], minlength=size))
+        self.chars, self.grams, self.offsets, df = np.unique(chars), [], [], []
+        for n, docs, rank in self._occurrences(chars, ends, build=True):
+            size = len(self.chars) if n == 1 else len(self.grams[-1])
+            self.offsets.append(sum(len(d) for d in df))
+            pairs = _unique(docs * (size + 1) + rank)[0]
+            df.append(np.bincount(pairs % (size + 1) - 1, weights=counts[pairs // (size + 1)], minlength=size))
         frequency = np.concatenate(df) if df else np.zeros(0)
         self.idf = np.log((1 + counts.sum()) / (1 + frequency)) + 1
         return self
@@ -76,23 +62,8 @@ class CharTfidf:
     def _transform(self, texts: list[str]):
         import scipy.sparse as sp
 
-        chars, ends = _code_points(texts)
-        docs = np.repeat(np.arange(len(texts)), np.diff(ends, prepend=0))
-        left = np.repeat(ends, np.diff(ends, prepend=0)) - np.arange(len(chars))
-        ids = self._char_ids(chars).astype(np.uint64)
-        rank = ids.astype(np.int64)
-        keys = []
-        for n in range(1, self.max_n + 1):
-            if n > 1:
-                valid = (left >= n) & (rank > 0)
-                values = self._extended(rank, ids, valid, n)
-                grams = self.grams[n - 2]
-                at = np.minimum(np.searchsorted(grams, values), max(len(grams) - 1, 0))
-                rank = np.zeros(len(chars), dtype=np.int64)
-                rank[valid] = np.where(grams[at] == values, at + 1, 0) if len(grams) else 0
-            if n >= self.min_n:
-                hit = (left >= n) & (rank > 0)
-                keys.append(docs[hit] * self.n_features + self.offsets[n - self.min_n] + rank[hit] - 1)
+        keys = [docs * self.n_features + self.offsets[n - self.min_n] + rank - 1
+                for n, docs, rank in self._occurrences(*_code_points(texts), build=False)]
         key, tf = _unique(np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64))
         rows, cols = key // max(self.n_features, 1), key % max(self.n_features, 1)
         values = tf * self.idf[cols]
@@ -101,16 +72,33 @@ class CharTfidf:
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(texts)))])
         return sp.csr_matrix((values, cols, indptr), shape=(len(texts), self.n_features))
 
-    def _extended(self, rank: np.ndarray, ids: np.ndarray, valid: np.ndarray, n: int) -> np.ndarray:
-        """At each valid start, the n-gram's value: its (n-1)-gram's rank, then its last character's id."""
-        return rank[valid].astype(np.uint64) * np.uint64(len(self.chars) + 1) + ids[np.flatnonzero(valid) + n - 1]
+    def _occurrences(self, chars: np.ndarray, ends: np.ndarray, build: bool):
+        """Per n-gram length n = min_n..max_n: (n, the text of each occurrence of an n-gram fit has seen, that
+        n-gram's rank among fit's n-grams of length n, + 1). `build` (fit): this text's n-grams become fit's."""
+        lengths = np.diff(ends, prepend=0)
+        docs = np.repeat(np.arange(len(lengths)), lengths)
+        left = np.repeat(ends, lengths) - np.arange(len(chars))  # characters from here to its text's end
+        ids = rank = _rank(self.chars, chars)  # a character's rank + 1 (0: unseen)
+        for n in range(1, self.max_n + 1):
+            if n > 1:  # the n-gram at i: its (n-1)-gram's rank, then its last character
+                valid = (left >= n) & (rank > 0)
+                values = rank[valid].astype(np.uint64) * np.uint64(len(self.chars) + 1) + \
+                    ids[np.flatnonzero(valid) + n - 1].astype(np.uint64)
+                if build:
+                    self.grams.append(_unique(values)[0])
+                rank = np.zeros(len(chars), dtype=np.int64)
+                rank[valid] = _rank(self.grams[n - 2], values)
+            if n >= self.min_n:
+                hit = (left >= n) & (rank > 0)
+                yield n, docs[hit], rank[hit]
 
-    def _char_ids(self, chars: np.ndarray) -> np.ndarray:
-        """Each code point's id: its rank among the fit's characters + 1, 0 when fit never saw it."""
-        if not len(self.chars):
-            return np.zeros(len(chars), dtype=np.int64)
-        at = np.minimum(np.searchsorted(self.chars, chars), len(self.chars) - 1)
-        return np.where(self.chars[at] == chars, at + 1, 0)
+
+def _rank(table: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Each value's rank in the sorted `table` + 1, 0 where the table lacks it."""
+    if not len(table):
+        return np.zeros(len(x), dtype=np.int64)
+    at = np.minimum(np.searchsorted(table, x), len(table) - 1)
+    return np.where(table[at] == x, at + 1, 0)
 
 
 def _code_points(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
