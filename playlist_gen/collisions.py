@@ -6,14 +6,13 @@ names, per-level codebook usage and entropy, and the average cosine similarity b
 vector and its reconstruction from its codes (the number the original asks users to compare).
 """
 
-import io
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from .data import load_song_vectors, read_csv_strings
-from .io import atomic_write, write_json
+from .io import png_plot, write_json
 from .kmeans import code_usage, l2_normalize, load_codebooks, reconstruct
 from .semantic_ids import MADE_BY, clusters, load_semantic_ids, read_meta
 
@@ -154,27 +153,16 @@ def format_table(reports: dict[str, dict]) -> str:
 
 def write_histogram(path: Path, reports: dict[str, dict]) -> None:
     """Tuples per cluster size, one step line per method (log axes once sizes get large)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
     top = max(r["max_size"] for r in reports.values())
     bins = np.arange(1, top + 2) - 0.5 if top <= 60 else np.unique(np.geomspace(1, top + 1, 40).astype(int)) - 0.5
-    for m, r in reports.items():
-        sizes, counts = zip(*r["size_histogram"].items())
-        ax.hist(sizes, bins=bins, weights=counts, histtype="step", linewidth=1.5, label=m)
-    ax.set(xlabel="songs per semantic-ID tuple", ylabel="tuples", yscale="log", title="Cluster sizes")
-    if top > 60:
-        ax.set_xscale("log")
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_write(path, "wb") as f:
-        f.write(buf.getvalue())
+    with png_plot(path, (7, 4), 100, dict(left=0.11, right=0.97, bottom=0.13, top=0.92)) as ax:
+        for m, r in reports.items():
+            sizes, counts = zip(*r["size_histogram"].items())
+            ax.hist(sizes, bins=bins, weights=counts, histtype="step", linewidth=1.5, label=m)
+        ax.set(xlabel="songs per semantic-ID tuple", ylabel="tuples", yscale="log", title="Cluster sizes")
+        if top > 60:
+            ax.set_xscale("log")
+        ax.legend()
 
 
 def write_report(cfg, reports: dict[str, dict]) -> None:

@@ -6,6 +6,7 @@ without it).
 """
 
 import os
+import sys
 import time
 from contextlib import contextmanager
 
@@ -59,8 +60,11 @@ def share_cores_gracefully() -> str | None:
     2-thread training from 3.3x slower beside one busy process to none slower, at a cost on an idle machine (0.23
     against 0.14 s per step), where they keep spinning. The thread count stays what --tiger.threads says, so the
     weights do not depend on the load; a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept. Returns the policy
-    set, if any. bench/bench_threads.py measures the policies side by side (README "Speed")."""
+    set, if any (none once torch is imported: too late). bench/bench_threads.py measures the policies side by side
+    (README "Speed")."""
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return None
+    if "torch" in sys.modules:  # its OpenMP runtime has read the policy already: measuring would only cost time
         return None
     if busy_cores() <= BUSY_SHARE * (os.cpu_count() or 1):
         return None

@@ -44,6 +44,21 @@ def atomic_write(path, mode: str = "w", encoding: str | None = "utf-8"):
 
 
 @contextlib.contextmanager
+def png_plot(path, figsize: tuple[float, float], dpi: int, margins: dict):
+    """One matplotlib axes, saved as a PNG at `path` (atomically) when the block ends. A bare `Figure` (no pyplot:
+    no global figure state, no GUI backend to choose) with fixed margins: tight_layout drew every figure twice,
+    half of its time, and pyplot's import a third of a second more per process."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    ax = fig.add_subplot()
+    yield ax
+    fig.subplots_adjust(**margins)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
+
+
+@contextlib.contextmanager
 def atomic_dir(path):
     """Build a directory under a temp name, then swap it into place."""
     path = Path(path)

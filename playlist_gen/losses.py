@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .examples import TargetExamples
-from .io import PipelineError, atomic_write
+from .io import PipelineError, atomic_write, png_plot
 from .modeling import EOS
 
 
@@ -136,24 +136,15 @@ def loss_rows(log_history: list[dict]) -> list[dict]:
 
 
 def write_loss_curve(rows: list[dict], csv_path, png_path, title_blind: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     with atomic_write(csv_path) as f:
         writer = csv.DictWriter(f, fieldnames=["step", "epoch", "train_loss", "val_loss"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
-        pts = [(r["step"], r[key]) for r in rows if r[key] != ""]
-        if pts:
-            ax.plot(*zip(*pts), marker="." if key == "val_loss" else None, label=label)
-    ax.axhline(title_blind, color="gray", linestyle="--", label="title-blind baseline")
-    ax.set(xlabel="step", ylabel="cross-entropy per target token (nats)", title="TIGER training")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_write(png_path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
+    with png_plot(png_path, (7, 4), 120, dict(left=0.1, right=0.98, bottom=0.12, top=0.92)) as ax:
+        for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+            pts = [(r["step"], r[key]) for r in rows if r[key] != ""]
+            if pts:
+                ax.plot(*zip(*pts), marker="." if key == "val_loss" else None, label=label)
+        ax.axhline(title_blind, color="gray", linestyle="--", label="title-blind baseline")
+        ax.set(xlabel="step", ylabel="cross-entropy per target token (nats)", title="TIGER training")
+        ax.legend()

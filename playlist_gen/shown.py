@@ -20,7 +20,7 @@ import numpy as np
 from config import PICKS, SHOWN
 
 from .catalogue import Catalogue, pick_songs
-from .io import PipelineError
+from .io import PipelineError, png_plot
 
 
 def candidates(n: int) -> int:
@@ -98,29 +98,18 @@ def show(rec, catalogue: Catalogue, policy: ShowPolicy, rng, used=frozenset()) -
 def plot_tradeoff(path, policies: dict, table: dict, method: str, n: int) -> None:
     """The accuracy-diversity frontier of the shown playlist: precision@n against distinct artists, one point per
     --pick policy of `method`, and each evaluated method's shown playlist at the configured policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_write
-
     key = f"shown_precision@{n}"
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for pick, m in policies.items():
-        ax.scatter(m["shown_artists"], m[key], color="tab:blue")
-        label = pick + (f" (repeat {m['shown_repeat']:.2f})" if m["shown_repeat"] < 1 else "")
-        ax.annotate(label, (m["shown_artists"], m[key]), fontsize=8, xytext=(4, 3), textcoords="offset points")
-    for name, m in table.items():
-        if key in m and name != method:
-            ax.scatter(m["shown_artists"], m[key], color="tab:gray", marker="s")
-            ax.annotate(f"{name} (its --pick)", (m["shown_artists"], m[key]), fontsize=8, xytext=(4, -9),
-                        textcoords="offset points")
-    ax.set(xlabel=f"distinct artists in the {n} songs shown", ylabel=f"precision@{n} of the songs shown",
-           title=f"The {n} songs shown: {method} by --pick (blue), other methods (gray); repeat: share of songs "
-                 "the same when asked again")
-    ax.title.set_fontsize(9)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    with png_plot(path, (7, 4.5), 110, dict(left=0.1, right=0.83, bottom=0.11, top=0.89)) as ax:  # labels right
+        for pick, m in policies.items():
+            ax.scatter(m["shown_artists"], m[key], color="tab:blue")
+            label = pick + (f" (repeat {m['shown_repeat']:.2f})" if m["shown_repeat"] < 1 else "")
+            ax.annotate(label, (m["shown_artists"], m[key]), fontsize=8, xytext=(4, 3), textcoords="offset points")
+        for name, m in table.items():
+            if key in m and name != method:
+                ax.scatter(m["shown_artists"], m[key], color="tab:gray", marker="s")
+                ax.annotate(f"{name} (its --pick)", (m["shown_artists"], m[key]), fontsize=8, xytext=(4, -9),
+                            textcoords="offset points")
+        ax.set(xlabel=f"distinct artists in the {n} songs shown", ylabel=f"precision@{n} of the songs shown",
+               title=f"The {n} songs shown: {method} by --pick (blue), other methods (gray)\nrepeat: share of songs "
+                     "the same when asked again")
+        ax.title.set_fontsize(9)

@@ -32,6 +32,15 @@ def test_rouge_default_tokenizer_would_split_tokens():
     assert metrics.rouge_l(hyp.split(), ref.split()) == pytest.approx(0.5)  # 1 of 2 tokens
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from("abcde"), max_size=30), st.lists(st.sampled_from("abcdef"), max_size=30))
+def test_bleu4_equals_nltk(hyp, ref):
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    expected = sentence_bleu([ref], hyp, smoothing_function=SmoothingFunction().method1) if hyp and ref else 0.0
+    assert metrics.bleu4(hyp, ref) == pytest.approx(expected, rel=1e-12, abs=1e-300)
+
+
 def test_bleu4_hand_computed():
     assert metrics.bleu4(list("abcd"), list("abcd")) == pytest.approx(1.0)
     # p1=3/4, p2=2/3, p3=1/2, p4=0 -> smoothed to 0.1/1; equal lengths, no brevity penalty

@@ -462,6 +462,9 @@ def test_on_a_busy_machine_training_threads_sleep_at_barriers_unless_the_user_ch
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(device, "busy_cores", lambda: 1.5)
+    assert device.share_cores_gracefully() is None and "OMP_WAIT_POLICY" not in os.environ  # torch read it already
+    monkeypatch.delitem(sys.modules, "torch")  # as in train_tiger.py's main() before torch is imported
     monkeypatch.setattr(device, "busy_cores", lambda: 0.4)
     assert device.share_cores_gracefully() is None and "OMP_WAIT_POLICY" not in os.environ  # idle: spin, fastest
     monkeypatch.setattr(device, "busy_cores", lambda: 1.5)
