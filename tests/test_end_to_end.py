@@ -21,8 +21,9 @@ from tests.reference import load_tiger
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = ["--demo.n_songs=540", "--demo.n_artists=54", "--demo.n_playlists=600"]
 MODEL = ["--tiger.d_model=64", "--tiger.d_ff=256", "--tiger.num_heads=2", "--tiger.num_layers=1",
-         "--tiger.num_decoder_layers=1", "--tiger.epochs=2", "--tiger.batch_size=32", "--tiger.eval_steps=50",
-         "--tiger.save_steps=50", "--tiger.threads=1", "--tiger.ensemble=1"]  # 2 x 32 = the default batch
+         "--tiger.num_decoder_layers=1", "--tiger.epochs=2", "--tiger.batch_size=64", "--tiger.lr=4e-3",
+         "--tiger.eval_steps=25", "--tiger.save_steps=25", "--tiger.threads=1", "--tiger.ensemble=1"]
+# 2 processes x 64: twice the default batch at twice the learning rate, half the steps (and their overheads)
 EVAL = ["--generate.cpu_threads=1", "--eval.examples=3"]
 METRICS = ("shown_precision@20", "shown_ndcg@20", "shown_recall@20", "shown_artists", "shown_clusters",
            "shown_popularity_rank", "top_precision@20", "top_artists", "rouge_l", "bleu4", "tuple_f1",
@@ -51,7 +52,7 @@ def test_every_stage_on_demo_data_beats_the_baselines(tmp_path, capsys):
     assert summary["world_size"] == 2
     assert summary["val_loss"] == pytest.approx(summary["best_eval_loss"], rel=0.05)  # not scaled by 2 processes
     assert load_tiger(cfg.final_model_dir)[2]["levels"] == 2
-    last = summary["steps"] // 50 * 50
+    last = summary["steps"] // 25 * 25
     assert {f"checkpoint-{last}"} <= {p.name for p in cfg.checkpoint_dir.glob("checkpoint-*")}
     two = json.loads(cfg.metrics_path.read_text())
     shutil.move(cfg.metrics_path, cfg.metrics_path.with_suffix(".two"))
@@ -74,7 +75,7 @@ def test_every_stage_on_demo_data_beats_the_baselines(tmp_path, capsys):
     assert table["model"]["validity"] == 1.0
     ndcg = {method: scores["ndcg@100"] for method, scores in table.items()}
     assert table["model"]["playlists"] >= 80  # 15% of 600
-    assert ndcg["model"] >= 0.6, ndcg  # measured 0.74 (fusion 0.80, title kNN 0.76, popularity 0.17, random 0.13)
+    assert ndcg["model"] >= 0.6, ndcg  # measured 0.73 (fusion 0.80, title kNN 0.76, popularity 0.17, random 0.13)
     assert ndcg["model"] > 2 * ndcg["popularity"] and ndcg["model"] > 5 * ndcg["random_cluster"], ndcg
     assert ndcg["fusion"] > ndcg["title_knn"], ndcg
     # what a person is shown (the CLI's --pick, 20 songs) keeps the ranking's precision, and is not the same twice
