@@ -62,11 +62,12 @@ class TitleKNN(Recommender):
         from .tfidf import CharTfidf
 
         self.tfidf = CharTfidf()
-        self.X = self.tfidf.fit_transform(texts).T.tocsr()
+        X, self.rows = self.tfidf.fit_distinct(texts)  # one row per distinct training text, `rows` per playlist
+        self.X = X.T.tocsr()
 
     def similarities(self, texts: list[str]) -> np.ndarray:
         """(texts, training playlists) similarity of each text to each training playlist's text."""
-        return (self.tfidf.transform(texts) @ self.X).toarray()
+        return (self.tfidf.transform(texts) @ self.X).toarray()[:, self.rows]
 
     def weight(self, sims: np.ndarray) -> np.ndarray:
         """A neighbour's vote from its similarity: the cosine itself (negatives as 0)."""
@@ -116,10 +117,10 @@ class E5KNN(TitleKNN):
         super().__init__(catalogue, neighbors, text, members)
 
     def fit(self, texts: list[str]) -> None:
-        self.E = train_embeddings(texts, self.cache, self.write_cache)
+        self.E, self.rows = distinct_embeddings(texts, self.cache, self.write_cache)
 
     def similarities(self, texts: list[str]) -> np.ndarray:
-        return embed(texts) @ self.E.T
+        return (embed(texts) @ self.E.T)[:, self.rows]
 
     def weight(self, sims: np.ndarray) -> np.ndarray:
         return np.exp((sims - 1) / self.temperature)
@@ -158,9 +159,15 @@ def embed(texts: list[str]) -> np.ndarray:
 
 
 def train_embeddings(texts: list[str], cache=None, write: bool = True) -> np.ndarray:
-    """The training texts' embeddings. `cache` (an .npz of texts and their embeddings) is read first; only texts it
-    lacks are embedded (after learning from feedback a few titles are new), and it is rewritten (`write`) when any
-    were."""
+    """The training texts' embeddings, one row per text (`distinct_embeddings` gathered)."""
+    table, rows = distinct_embeddings(texts, cache, write)
+    return table[rows]
+
+
+def distinct_embeddings(texts: list[str], cache=None, write: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(one embedding per distinct text, each text's row in it). `cache` (an .npz of texts and their embeddings) is
+    read first; only texts it lacks are embedded (after learning from feedback a few titles are new), and it is
+    rewritten (`write`) when any were. At 1M playlists the rows per playlist were 1.5 GB and 4 s of the start."""
     from .io import atomic_write
 
     known: dict[str, np.ndarray] = {}
@@ -175,14 +182,15 @@ def train_embeddings(texts: list[str], cache=None, write: bool = True) -> np.nda
         log.info("embedding %s training titles with e5 (once; cached in %s)", f"{len(missing):,}", cache)
         known.update(zip(missing, encode(missing)))
     if not known:
-        return np.zeros((len(texts), E5_DIM), dtype=np.float32)
+        return np.zeros((0, E5_DIM), dtype=np.float32), np.zeros(0, dtype=np.int64)
     row = {t: i for i, t in enumerate(known)}
-    table = np.stack(list(known.values()))  # one row per distinct text; a gather, not 900k rows stacked at 1M
-    out = table[np.fromiter((row[t] for t in texts), dtype=np.int64, count=len(texts))]
+    table = np.stack(list(known.values()))
     if cache is not None and missing and write:
         with atomic_write(cache, "wb") as f:
             np.savez(f, texts=np.array(list(known), dtype=str), embeddings=table)
-    return out
+    used = np.fromiter((row[t] for t in texts), dtype=np.int64, count=len(texts))
+    keep, rows = np.unique(used, return_inverse=True)  # only the texts asked for (the cache may hold others)
+    return table[keep], rows.astype(np.int64)
 
 
 class CoOccurrence(Recommender):
@@ -225,23 +233,25 @@ class CoOccurrence(Recommender):
         return [from_song_scores(self.catalogue, v, r) for v, r in zip(self.song_distributions(requests), requests)]
 
 
-def playlist_members(catalogue: Catalogue, codes=None):
-    """(training playlists, songs) 0/1 CSR: which songs each training playlist holds (or `codes`, per playlist)."""
+def playlist_members(catalogue: Catalogue, flat=None):
+    """(training playlists, songs) 0/1 CSR: which songs each training playlist holds (or `flat`: (codes, ends) as
+    Catalogue.skipped_flat, per playlist). Built as CSR directly from the catalogue's flat arrays (a row's songs are
+    distinct): a COO matrix's conversion sorted 55M entries at 1M playlists."""
     import scipy.sparse as sp
 
-    codes = catalogue.train_codes if codes is None else codes
-    indptr = np.concatenate([[0], np.cumsum(np.fromiter(map(len, codes), dtype=np.int64, count=len(codes)))])
-    cols = np.concatenate(codes) if codes else np.array([], dtype=np.int64)
-    # built as CSR directly (a row's songs are distinct): a COO matrix's conversion sorted 55M entries at 1M playlists
-    return sp.csr_matrix((np.ones(len(cols)), cols, indptr), shape=(len(codes), len(catalogue.songs)))
+    data, ends = catalogue.train_flat if flat is None else flat
+    indptr = np.concatenate([[0], ends]).astype(np.int64)
+    ones = np.ones(len(data), dtype=np.float32)  # exact, and half of float64's 440 MB at 1M playlists
+    return sp.csr_matrix((ones, data, indptr), shape=(len(ends), len(catalogue.songs)))
 
 
 def voting_members(catalogue: Catalogue, members, skip_weight: float):
     """What each training playlist votes for in title kNN and e5 kNN: its songs (1 each), and -skip_weight for each
     song its listener skipped (feedback playlists); `members` itself when no song was skipped."""
-    if skip_weight == 0 or not any(len(c) for c in catalogue.skipped_codes):
+    if skip_weight == 0 or not len(catalogue.skipped_flat[0]):
         return members
-    return (members - skip_weight * playlist_members(catalogue, catalogue.skipped_codes)).tocsr()
+    skipped = playlist_members(catalogue, catalogue.skipped_flat).astype(np.float64)
+    return (members.astype(np.float64) - skip_weight * skipped).tocsr()
 
 
 class RandomClusters(Recommender):

@@ -42,13 +42,14 @@ class CharTfidf:
         self.idf = np.log((1 + counts.sum()) / (1 + frequency)) + 1
         return self
 
-    def fit_transform(self, texts: list[str]):
-        """fit(texts) then transform(texts), each distinct text worked on once (MPD titles repeat: 1M playlists
-        have ~90k distinct titles)."""
+    def fit_distinct(self, texts: list[str]):
+        """fit(texts), then (the distinct texts' rows X, each text's row among them): each distinct text is worked
+        on once and kept once (MPD titles repeat: 1M playlists have ~90k distinct titles); X[rows] = transform(texts).
+        """
         where: dict[str, int] = {}
-        inverse = np.fromiter((where.setdefault(t, len(where)) for t in texts), dtype=np.int64, count=len(texts))
+        rows = np.fromiter((where.setdefault(t, len(where)) for t in texts), dtype=np.int64, count=len(texts))
         distinct = list(where)
-        return self.fit(distinct, np.bincount(inverse, minlength=len(distinct))).transform(distinct)[inverse]
+        return self.fit(distinct, np.bincount(rows, minlength=len(distinct))).transform(distinct), rows
 
     def transform(self, texts: list[str], chunk: int = 200_000):
         """(texts, features) float64 CSR; n-grams unseen in fit are ignored."""

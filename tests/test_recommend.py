@@ -90,11 +90,12 @@ def test_char_tfidf_equals_scikit_learn(ngrams):
     assert ours.transform([]).shape == (0, ours.n_features)
 
 
-def test_char_tfidf_fit_transform_works_each_distinct_text_once_with_the_same_result():
+def test_char_tfidf_fit_distinct_works_each_distinct_text_once_with_the_same_result():
     texts = ["chill", "Chill  vibes", "chill", "深夜emo", "chill", "", "深夜emo", "rock"]
     once = CharTfidf()
-    np.testing.assert_allclose(once.fit_transform(texts).toarray(),
-                               CharTfidf().fit(texts).transform(texts).toarray(), atol=1e-15)
+    X, rows = once.fit_distinct(texts)
+    assert X.shape[0] == 5 and rows.tolist() == [0, 1, 0, 2, 0, 3, 2, 4]  # each distinct text one row
+    np.testing.assert_allclose(X[rows].toarray(), CharTfidf().fit(texts).transform(texts).toarray(), atol=1e-15)
     np.testing.assert_allclose(once.idf, CharTfidf().fit(texts).idf, atol=1e-15)  # repeats count in the idf
 
 
@@ -294,6 +295,10 @@ def test_catalogue_cache_round_trip(tmp_path):
     cat.save(path, {"a": [1, 2]})
     assert back.index.cluster_songs == cat.index.cluster_songs and back.index.name("zz") == ("unknown", "unknown")
     assert back.index.names == cat.index.names and back.index.counts == cat.index.counts
+    assert back.index.song_cluster == cat.index.song_cluster
+    assert len(back.index.song_cluster) == len(cat.index.song_cluster) == 4  # e: in no cluster
+    assert back.index.cluster_songs.get((99, 99), ()) == () and "zz" not in back.index.song_cluster
+    assert back.index.counts.get("zz", 0) == 0 and list(back.index.cluster_songs) == cat.clusters
     assert Catalogue.load(path, {"a": [1, 3]}) is None  # built from other files
     path.write_text("{not json")
     assert Catalogue.load(path, None) is None
