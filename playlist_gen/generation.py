@@ -13,6 +13,7 @@ playlist_gen.catalogue's part.
 """
 
 import logging
+from itertools import chain
 
 import numpy as np
 
@@ -45,10 +46,15 @@ class ClusterTrie:
         import torch
 
         self.levels, self.width = len(codebook_sizes), max(codebook_sizes)
-        clusters = list(map(tuple, clusters))
-        if not clusters or any(len(c) != self.levels for c in clusters):
+        clusters = [c if type(c) is tuple else tuple(c) for c in clusters]
+        if not clusters or set(map(len, clusters)) != {self.levels}:
             raise PipelineError(f"semantic IDs: expected non-empty tuples of {self.levels} codes")
-        codes = np.unique(np.array(clusters, dtype=np.int64).reshape(len(clusters), self.levels), axis=0)  # sorted
+        codes = np.fromiter(chain.from_iterable(clusters), dtype=np.int64, count=len(clusters) * self.levels)
+        codes = codes.reshape(len(clusters), self.levels)
+        step = codes[1:] - codes[:-1]  # the catalogue's clusters come sorted and distinct: kept as they are (at 1M
+        if not (step[np.arange(len(step)), (step != 0).argmax(axis=1)] > 0).all():  # playlists sorting took ~1 s)
+            codes = np.unique(codes, axis=0)
+            clusters = [tuple(c) for c in codes.tolist()]
         # per cluster and depth d, its d-code prefix's node (array work: ~800k clusters at 1M playlists)
         path = np.zeros((len(codes), self.levels + 1), dtype=np.int64)
         sizes = [1]
@@ -66,7 +72,7 @@ class ClusterTrie:
                 child[path[:, d - 1], codes[:, d - 1]] = path[:, d]
         leaf_count = np.bincount(path.ravel(), minlength=n_nodes).astype(np.int64)  # clusters below each node
         self.child, self.anc, self.leaf_count = (torch.from_numpy(a) for a in (child, anc, leaf_count))
-        self.clusters = [tuple(c) for c in codes.tolist()]
+        self.clusters = clusters  # sorted, distinct
         self.widest = max(sizes[:self.levels])  # most nodes at one depth
         self.first_leaf = n_nodes - len(codes)  # nodes are numbered depth by depth, leaves last, sorted
 
@@ -182,7 +188,6 @@ class PlaylistGenerator:
         self.token_ids = self.semantic_ids(tokenizer)
         self.eos = tokenizer.eos_token_id
         self.vocab_size = runtime.w["lm_head.weight"].shape[0]
-        self.valid = set(self.trie.clusters)
         self.members = [(runtime, tokenizer, self.token_ids)]  # an ensemble's models: cluster_log_probs averages them
 
     def semantic_ids(self, tokenizer) -> list[list[int]]:

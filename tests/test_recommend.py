@@ -185,6 +185,17 @@ def test_cooccurrence_votes_with_the_playlists_holding_the_seeds():
     assert cold.songs == ["b", "d"]
 
 
+def test_the_playlists_a_song_shares_with_each_seed_are_counted_from_the_song_matrix():
+    from playlist_gen.session import PlaylistMaker
+
+    maker = PlaylistMaker.__new__(PlaylistMaker)
+    maker.catalogue = catalogue()  # chill: a b e / chill vibes: b c / rock: d / rock on: d b
+    together = maker.shared_playlists(["b", "c", "e", "b"], ["d", "a"])
+    assert together == {("b", "d"): 1, ("b", "a"): 1, ("c", "d"): 0, ("c", "a"): 0, ("e", "d"): 0, ("e", "a"): 1}
+    assert maker.shared_playlists([], ["d"]) == {} and maker.shared_playlists(["b"], []) == {}
+    assert maker.catalogue.members is maker.catalogue.members  # one song matrix per catalogue
+
+
 def test_fusion_mixes_or_multiplies_the_two_distributions():
     from config import GenerateConfig
 
