@@ -55,14 +55,17 @@ class TitleKNN(Recommender):
             raise PipelineError(f"--recommend.knn_text={text!r}: use one of {', '.join(KNN_TEXTS)}")
         self.catalogue, self.neighbors, self.text = catalogue, neighbors, text
         self.members = playlist_members(catalogue) if members is None else members
-        self.fit([self._text(t) for t in catalogue.train_texts])
+        distinct, rows = catalogue.text_table
+        self.fit([self._text(t) for t in distinct], rows)
 
-    def fit(self, texts: list[str]) -> None:
+    def fit(self, texts: list[str], rows: np.ndarray) -> None:
+        """`texts`: the distinct training texts; `rows`: each training playlist's text among them. One row per
+        distinct text is kept; `self.rows` maps the playlists to them."""
         from .tfidf import CharTfidf
 
         self.tfidf = CharTfidf()
-        X, self.rows = self.tfidf.fit_distinct(texts)  # one row per distinct training text, `rows` per playlist
-        self.X = X.T.tocsr()
+        X, inner = self.tfidf.fit_distinct(texts, np.bincount(rows, minlength=len(texts)))
+        self.X, self.rows = X.T.tocsr(), inner[rows]
 
     def similarities(self, texts: list[str]) -> np.ndarray:
         """(texts, training playlists) similarity of each text to each training playlist's text."""
@@ -118,8 +121,9 @@ class E5KNN(TitleKNN):
         self.temperature, self.cache, self.write_cache = temperature, cache, write_cache
         super().__init__(catalogue, neighbors, text, members)
 
-    def fit(self, texts: list[str]) -> None:
-        self.E, self.rows = distinct_embeddings(texts, self.cache, self.write_cache)
+    def fit(self, texts: list[str], rows: np.ndarray) -> None:
+        self.E, inner = distinct_embeddings(texts, self.cache, self.write_cache)
+        self.rows = inner[rows]
 
     def similarities(self, texts: list[str]) -> np.ndarray:
         return (embed(texts) @ self.E.T)[:, self.rows]

@@ -205,11 +205,14 @@ class PlaylistMaker:
 
     def extra_text_note(self) -> str:
         """A line when the training titles carried extra columns (NetEase tags) and the user gives none."""
+        import numpy as np
+
         from .text import EXTRA_SEPARATOR
 
-        texts = self.catalogue.train_texts
-        tagged = [t for t in texts if EXTRA_SEPARATOR in t]
-        if self.cfg.generate.extra_text.strip() or len(tagged) * 4 < len(texts):  # a quarter of them or more
+        distinct, rows = self.catalogue.text_table
+        per_text = np.bincount(rows, minlength=len(distinct))
+        tagged = sum(int(n) for t, n in zip(distinct, per_text) if EXTRA_SEPARATOR in t)
+        if self.cfg.generate.extra_text.strip() or tagged * 4 < len(rows):  # a quarter of them or more
             return ""
         return ("note: the model was trained on titles with tags; these playlists follow the title alone (give tags "
                 "with --extra_text)")

@@ -42,14 +42,15 @@ class CharTfidf:
         self.idf = np.log((1 + counts.sum()) / (1 + frequency)) + 1
         return self
 
-    def fit_distinct(self, texts: list[str]):
-        """fit(texts), then (the distinct texts' rows X, each text's row among them): each distinct text is worked
-        on once and kept once (MPD titles repeat: 1M playlists have ~90k distinct titles); X[rows] = transform(texts).
-        """
+    def fit_distinct(self, texts: list[str], counts: np.ndarray | None = None):
+        """fit(texts, counts), then (the distinct texts' rows X, each text's row among them): each distinct text is
+        worked on once and kept once (MPD titles repeat: 1M playlists have ~90k distinct titles); X[rows] =
+        transform(texts)."""
         where: dict[str, int] = {}
         rows = np.fromiter((where.setdefault(t, len(where)) for t in texts), dtype=np.int64, count=len(texts))
         distinct = list(where)
-        return self.fit(distinct, np.bincount(rows, minlength=len(distinct))).transform(distinct), rows
+        weights = None if counts is None else np.asarray(counts, dtype=np.float64)
+        return self.fit(distinct, np.bincount(rows, weights, minlength=len(distinct))).transform(distinct), rows
 
     def transform(self, texts: list[str], chunk: int = 200_000):
         """(texts, features) float64 CSR; n-grams unseen in fit are ignored."""

@@ -97,6 +97,11 @@ def test_char_tfidf_fit_distinct_works_each_distinct_text_once_with_the_same_res
     assert X.shape[0] == 5 and rows.tolist() == [0, 1, 0, 2, 0, 3, 2, 4]  # each distinct text one row
     np.testing.assert_allclose(X[rows].toarray(), CharTfidf().fit(texts).transform(texts).toarray(), atol=1e-15)
     np.testing.assert_allclose(once.idf, CharTfidf().fit(texts).idf, atol=1e-15)  # repeats count in the idf
+    counted = CharTfidf()  # the same texts given once each with how many playlists hold them (a cached catalogue)
+    Xc, rows_c = counted.fit_distinct(["chill", "Chill  vibes", "深夜emo", "", "rock", "chill"], [2, 1, 2, 1, 1, 1])
+    assert rows_c.tolist() == [0, 1, 2, 3, 4, 0]
+    np.testing.assert_allclose(counted.idf, once.idf, atol=1e-15)
+    np.testing.assert_allclose(Xc.toarray(), X.toarray(), atol=1e-15)
 
 
 def test_char_tfidf_in_chunks_equals_one_pass():
@@ -294,6 +299,7 @@ def test_catalogue_cache_round_trip(tmp_path):
     path = tmp_path / "index.npz"
     cat.save(path, {"a": [1, 2]})
     back = Catalogue.load(path, {"a": [1, 2]})
+    assert back.text_table[0] == ["chill", "chill vibes", "rock", "rock on"] and "train_texts" not in vars(back)
     assert back.songs == cat.songs and back.train_texts == cat.train_texts and back.train_songs == cat.train_songs
     assert back.code == cat.code and back.clusters == cat.clusters
     for name in ("in_cluster", "counts", "cluster", "popular", "pop_rank"):
