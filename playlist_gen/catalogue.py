@@ -270,7 +270,8 @@ class Catalogue:
                   "index_counts": np.array([self.index.counts.get(s, 0) for s in self.songs], dtype=np.int64),
                   "members": _flat([np.array([self.code[s] for s in self.index.cluster_songs[c]], dtype=np.int64)
                                     for c in self.clusters]),
-                  "distinct": self.train_flat, "entries": _flat(entries), "skipped": self.skipped_flat}
+                  "distinct": _narrow(self.train_flat, len(self.songs)),
+                  "entries": _narrow(_flat(entries), len(self.songs)), "skipped": self.skipped_flat}
         arrays = {k: v for k, v in arrays.items() if not isinstance(v, tuple)} | {
             f"{k}_{part}": a for k, v in arrays.items() if isinstance(v, tuple) for part, a in zip(("data", "ends"), v)}
         with atomic_write(path, "wb") as f:
@@ -345,6 +346,13 @@ def song_matrix(flat: tuple[np.ndarray, np.ndarray], n_songs: int):
     data, ends = flat
     indptr = np.concatenate([[0], ends]).astype(np.int64)
     return sp.csr_matrix((np.ones(len(data), dtype=np.float32), data, indptr), shape=(len(ends), n_songs))
+
+
+def _narrow(flat: tuple[np.ndarray, np.ndarray], n_songs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Song codes as int32 when they fit (always, short of 2^31 songs): the cache's largest arrays read at every
+    start are then half as large (400 -> 200 MB at 1M playlists), and scipy takes int32 indices without a copy."""
+    data, ends = flat
+    return (data.astype(np.int32) if n_songs < 2**31 else data), ends
 
 
 def _split(data, ends: np.ndarray) -> list:
