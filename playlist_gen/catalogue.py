@@ -181,9 +181,15 @@ class Catalogue:
         """Build the song matrices in a background thread: scipy's transposition (2.3 s at 1M playlists) runs
         without the GIL, on the core the rest of a start-up leaves idle, instead of in the first request with seed
         songs."""
-        thread = threading.Thread(target=lambda: self.by_song, name="catalogue-warm", daemon=True)
+        thread = threading.Thread(target=self._build_quietly, name="catalogue-warm", daemon=True)
         thread.start()
         return thread
+
+    def _build_quietly(self) -> None:
+        try:
+            _ = self.by_song
+        except Exception as e:  # the request that needs the matrix builds it again and says what failed
+            log.debug("warming the song matrices failed (%s); a request that needs them will build them", e)
 
     @cached_property
     def text_table(self) -> tuple[list[str], np.ndarray]:

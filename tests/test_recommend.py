@@ -195,6 +195,9 @@ def test_the_playlists_a_song_shares_with_each_seed_are_counted_from_the_song_ma
 
     maker = PlaylistMaker.__new__(PlaylistMaker)
     maker.catalogue = catalogue()  # chill: a b e / chill vibes: b c / rock: d / rock on: d b
+    maker.catalogue.warm().join()  # the transposed matrix, built in the background as the service starts
+    assert "_by_song" in vars(maker.catalogue)
+    assert (maker.catalogue.by_song != maker.catalogue.members.T.tocsr()).nnz == 0
     together = maker.shared_playlists(["b", "c", "e", "b"], ["d", "a"])
     assert together == {("b", "d"): 1, ("b", "a"): 1, ("c", "d"): 0, ("c", "a"): 0, ("e", "d"): 0, ("e", "a"): 1}
     assert maker.shared_playlists([], ["d"]) == {} and maker.shared_playlists(["b"], []) == {}
