@@ -318,7 +318,9 @@ class PlaylistMaker:
         # occlusion under the model alone when fused: through the kNN experts it would embed every variant with e5
         # (4x the time of the playlist itself)
         scorer = self.recommender.model if isinstance(self.recommender, Fusion) else self.recommender
-        scores = scorer.cluster_scores([Request(self.text(t)) for t in variants])
+        # a one-word title has no variant to compare: its reasons need no scores (at 1M playlists a model pass over
+        # 800k clusters, ~0.25 s)
+        scores = scorer.cluster_scores([Request(self.text(t)) for t in variants]) if len(variants) > 1 else None
         number = self.catalogue.cluster_number
         out = {}
         for song, cluster in songs:
