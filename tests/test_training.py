@@ -568,7 +568,9 @@ def test_e5_prefix_reaches_the_model_in_training_and_in_generation(corpus_world,
     logp = gen.cluster_log_probs(titles)
     assert np.allclose(np.logaddexp.reduce(logp, axis=1), 0, atol=1e-4)
     monkeypatch.setattr(recommend, "embed", lambda texts: np.roll(recommend.encode(texts), 1, axis=1))
-    assert not np.allclose(gen.cluster_log_probs(titles), logp, atol=1e-3)
+    shuffled = load_generator(cfg, load_catalogue(cfg).clusters)  # a new one: a generator remembers recent texts
+    assert not np.allclose(shuffled.cluster_log_probs(titles), logp, atol=1e-3)
+    assert np.array_equal(gen.cluster_log_probs(titles), logp)
 
 
 def test_an_ensemble_averages_models_trained_with_other_init_seeds(corpus_world, tmp_path):
@@ -593,8 +595,14 @@ def test_an_ensemble_averages_models_trained_with_other_init_seeds(corpus_world,
     one = load_generator(cfg, clusters).cluster_log_probs(titles)
     two = load_generator(parse_config(corpus_world + [f"--model_dir={cfg.model_dir}/s7"]),
                          clusters).cluster_log_probs(titles)
-    both = load_generator(parse_config(corpus_world + ["--recommend.ensemble=s7/tiger_final"]),
-                          clusters).cluster_log_probs(titles)
+    ensemble = load_generator(parse_config(corpus_world + ["--recommend.ensemble=s7/tiger_final"]), clusters)
+    both = ensemble.cluster_log_probs(titles)
+    # the texts of small calls are remembered per model (a playlist's reasons score its title again): the same
+    # numbers, a new text scored, the first model alone answered from its own rows
+    np.testing.assert_array_equal(ensemble.cluster_log_probs(titles[::-1]), both[::-1])
+    np.testing.assert_allclose(ensemble.cluster_log_probs(["rock", titles[0]], models=1),
+                               load_generator(cfg, clusters).cluster_log_probs(["rock", titles[0]]), atol=1e-5)
+    assert sorted(ensemble._memo)[:2] == [(0, "chill 1"), (0, "focus")] and len(ensemble._memo) <= 8
     assert not np.allclose(one, two, atol=1e-3)  # another init seed, another model
     assert np.allclose(np.exp(both), (np.exp(one) + np.exp(two)) / 2, atol=1e-9)
     with pytest.raises(PipelineError, match="ensemble: nowhere is not a folder"):
