@@ -195,10 +195,9 @@ class Catalogue:
     def text_table(self) -> tuple[list[str], np.ndarray]:
         """(the distinct training texts, each training playlist's text among them): what the cache keeps (850k
         titles at 1M playlists are ~33k distinct) and the kNN recommenders fit on."""
-        where: dict[str, int] = {}
-        rows = np.fromiter((where.setdefault(t, len(where)) for t in self.train_texts), dtype=np.int64,
-                           count=len(self.train_texts))
-        return list(where), rows
+        from .tfidf import distinct_rows
+
+        return distinct_rows(self.train_texts)
 
     @cached_property
     def train_texts(self) -> list[str]:

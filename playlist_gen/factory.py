@@ -15,7 +15,6 @@ from .recommend import (
     RandomClusters,
     T5Recommender,
     TitleKNN,
-    playlist_members,
     voting_members,
 )
 from .recommender import Recommender
@@ -36,16 +35,10 @@ def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: st
     built: dict[str, Recommender] = {}
     shared: dict = {}
 
-    def members():
-        """The training playlists' song matrix, built once for title kNN and co-occurrence."""
-        if "members" not in shared:
-            shared["members"] = playlist_members(catalogue)
-        return shared["members"]
-
     def votes():
-        """The same with listeners' skips as negative votes, for title kNN and e5 kNN."""
+        """The catalogue's song matrix with listeners' skips as negative votes, for title kNN and e5 kNN."""
         if "votes" not in shared:
-            shared["votes"] = voting_members(catalogue, members(), r.skip_weight)
+            shared["votes"] = voting_members(catalogue, catalogue.members, r.skip_weight)
         return shared["votes"]
 
     def get(name: str) -> Recommender:
@@ -69,7 +62,7 @@ def load_recommenders(cfg, methods: Sequence[str], device: str = "cpu", pick: st
             elif name == "popularity":
                 built[name] = Popularity(catalogue)
             elif name == "cooccurrence":
-                built[name] = CoOccurrence(catalogue, members())
+                built[name] = CoOccurrence(catalogue)
             elif name == "hstu":
                 from .sequential import load_sequential
 

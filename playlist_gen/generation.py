@@ -193,6 +193,7 @@ class PlaylistGenerator:
         self.eos = tokenizer.eos_token_id
         self.vocab_size = runtime.w["lm_head.weight"].shape[0]
         self.members = [(runtime, tokenizer, self.token_ids)]  # an ensemble's models: cluster_log_probs averages them
+        self._memo: OrderedDict = OrderedDict()  # (model, text) -> its log-probabilities (_remembered)
 
     def semantic_ids(self, tokenizer) -> list[list[int]]:
         """Per level, the token ids of codes 0..K-1 in `tokenizer`."""
@@ -247,7 +248,7 @@ class PlaylistGenerator:
         reasons score its title again under the first model (at 1M playlists a pass over 800k clusters, ~0.25 s)."""
         if len(texts) > MEMO:  # evaluation's batches: nothing to reuse
             return self._cluster_log_probs(*member, texts, batch_size)
-        memo = self.__dict__.setdefault("_memo", OrderedDict())
+        memo = self._memo
         missing = list(dict.fromkeys(t for t in texts if (i, t) not in memo))
         if missing:
             memo.update(zip(((i, t) for t in missing), self._cluster_log_probs(*member, missing, batch_size)))

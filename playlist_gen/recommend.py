@@ -206,9 +206,8 @@ class CoOccurrence(Recommender):
 
     name = "cooccurrence"
 
-    def __init__(self, catalogue: Catalogue, members=None):
+    def __init__(self, catalogue: Catalogue):
         self.catalogue = catalogue
-        self.members = playlist_members(catalogue) if members is None else members
 
     def votes(self, requests) -> np.ndarray:
         """(requests, songs): per request, each training playlist's songs times the seed songs it holds: the seeds'
@@ -219,7 +218,7 @@ class CoOccurrence(Recommender):
         for i, r in enumerate(requests):
             seeds = list(dict.fromkeys(self.catalogue.code[s] for s in r.seed_songs if s in self.catalogue.code))
             if seeds:
-                by_song = self.catalogue.by_song if self.members is self.catalogue.members else self.members.T.tocsr()
+                by_song = self.catalogue.by_song
                 held = np.asarray(by_song[seeds].sum(axis=0), dtype=by_song.dtype).ravel()  # seeds each one holds
                 out[i] = by_song @ held
         return out

@@ -16,6 +16,13 @@ import numpy as np
 _WHITESPACE = re.compile(r"\s\s+")
 
 
+def distinct_rows(texts: list[str]) -> tuple[list[str], np.ndarray]:
+    """(the distinct texts in order of first appearance, each text's row among them)."""
+    where: dict[str, int] = {}
+    rows = np.fromiter((where.setdefault(t, len(where)) for t in texts), dtype=np.int64, count=len(texts))
+    return list(where), rows
+
+
 class CharTfidf:
     def __init__(self, ngram_range: tuple[int, int] = (2, 4)):
         self.min_n, self.max_n = ngram_range
@@ -46,9 +53,7 @@ class CharTfidf:
         """fit(texts, counts), then (the distinct texts' rows X, each text's row among them): each distinct text is
         worked on once and kept once (MPD titles repeat: 1M playlists have ~90k distinct titles); X[rows] =
         transform(texts)."""
-        where: dict[str, int] = {}
-        rows = np.fromiter((where.setdefault(t, len(where)) for t in texts), dtype=np.int64, count=len(texts))
-        distinct = list(where)
+        distinct, rows = distinct_rows(texts)
         weights = None if counts is None else np.asarray(counts, dtype=np.float64)
         return self.fit(distinct, np.bincount(rows, weights, minlength=len(distinct))).transform(distinct), rows
 
