@@ -206,6 +206,10 @@ class TigerConfig:
     tuples_per_pass: int = opt(1, "objective=tuples: up to this many entries of a playlist share one encoder pass "
                                   "of its title (1: an example per entry); batch_size still counts entries, on "
                                   "average", ge=1)
+    group_titles: bool = opt(False, "objective=tuples: batch entries whose input texts have similar token counts, "
+                                    "so the encoder pads less (a random batch of MPD titles is 60% padding); where "
+                                    "inputs are long and varied (title + tags) a batch then holds few playlists, and "
+                                    "NetEase lost quality; false = the Trainer's seeded shuffle")
     set_size: int = opt(20, "objective=sets: clusters per example", ge=1)
     sets_per_playlist: int = opt(8, "objective=sets: examples per playlist per epoch", ge=1)
     max_target_songs: int = opt(50, "objective=sequence: the first songs of each playlist", ge=1)

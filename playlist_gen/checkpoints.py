@@ -21,7 +21,7 @@ ARCH_FIELDS = ("model_name", "sp_vocab_size", "lowercase", "cjk_chars", "d_model
                "input_dropout", "extra_dropout", "e5_prefix", "tags_as_titles")
 RUN_FIELDS = ("lr", "lr_scheduler", "weight_decay", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_clip",
               "dropout", "label_smoothing", "eval_steps", "val_playlists", "save_steps", "early_stopping_patience",
-              "precision", "init_seed", "select_by")  # the schedule and steps
+              "precision", "init_seed", "select_by", "group_titles")  # the schedule and steps
 
 
 def fingerprint(tc, corpus_meta: dict, trained_on: dict | None = None, seed: int | None = None) -> dict:

@@ -31,7 +31,7 @@ class TargetExamples(torch.utils.data.Dataset):
                  set_size: int = 20, sets_per_playlist: int = 8, max_songs: int = 50, input_dropout: float = 0.0,
                  title_ids: list[list[int]] | None = None, extra_dropout: float = 0.0, per_pass: int = 1,
                  e5: np.ndarray | None = None, title_e5: np.ndarray | None = None,
-                 tag_ids: list[list[list[int]]] | None = None, tags_as_titles: float = 0.0):
+                 tag_ids: list[list[list[int]]] | None = None, tags_as_titles: float = 0.0, group_titles: bool = False):
         if objective not in OBJECTIVES:
             raise PipelineError(f"--tiger.objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
         self.input_ids, self.targets, self.objective, self.eos, self.seed = input_ids, targets, objective, eos, seed
@@ -41,6 +41,7 @@ class TargetExamples(torch.utils.data.Dataset):
         self.tag_ids, self.tags_as_titles = tag_ids, tags_as_titles  # per playlist, each extra word's input ids
         self.order = None  # example index -> example served at that position (group_by_length)
         self.group_size = 0
+        self.group_titles = group_titles and objective == "tuples"  # batches by input length (make_trainer)
         self.per_pass = per_pass if objective == "tuples" else 1
         if objective == "tuples":
             lengths = np.array([len(t) for t in targets], dtype=np.int64)
@@ -83,8 +84,12 @@ class TargetExamples(torch.utils.data.Dataset):
         if self.group_size:
             from transformers.trainer_pt_utils import get_length_grouped_indices
 
-            lengths = [n * 1024 + len(self.input_ids[self.labels(i)[0]])  # target length first, then the title's
-                       for i, n in enumerate(self.label_lengths())]
+            if self.objective == "tuples":  # one target length: the input's (the text with its tags, if any)
+                title = np.fromiter(map(len, self.input_ids), dtype=np.int64, count=len(self.input_ids))
+                lengths = title[self.row_playlist].tolist()
+            else:
+                lengths = [n * 1024 + len(self.input_ids[self.labels(i)[0]])  # target length first, then the title's
+                           for i, n in enumerate(self.label_lengths())]
             self.order = get_length_grouped_indices(lengths, self.group_size,
                                                     generator=torch.Generator().manual_seed(self.seed + epoch))
 
@@ -148,7 +153,8 @@ def encode_split(tok, df, tc, levels: int, seed: int, where: str = "split file",
         targets.append(np.array(ids, dtype=np.int64).reshape(-1, levels))
     return TargetExamples(enc, targets, tc.objective, tok.eos_token_id, seed, tc.set_size, tc.sets_per_playlist,
                           tc.max_target_songs, input_dropout, title_ids, extra_dropout,
-                          tc.tuples_per_pass if train else 1, *vectors, tag_ids, tc.tags_as_titles if train else 0)
+                          tc.tuples_per_pass if train else 1, *vectors, tag_ids, tc.tags_as_titles if train else 0,
+                          tc.group_titles and train)
 
 
 def index_rows(cfg, scheme: str):

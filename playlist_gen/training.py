@@ -45,8 +45,8 @@ def training_arguments(cfg):
         logging_strategy="steps", logging_steps=tc.logging_steps, disable_tqdm=False,
         bf16=bf16, use_cpu=not cuda, ddp_backend="gloo" if distributed and not cuda else None,
         ddp_find_unused_parameters=False, dataloader_num_workers=tc.num_workers, remove_unused_columns=False,
-        train_sampling_strategy="random" if tc.objective == "tuples" else "sequential",  # sequential: the dataset's
-    )  # own seeded, length-grouped order (make_trainer)
+        train_sampling_strategy="random" if tc.objective == "tuples" and not tc.group_titles else "sequential",
+    )  # sequential: the dataset's own seeded, length-grouped order (make_trainer)
     tc.threads = set_threads(tc.threads, cuda)  # after the arguments: accelerate sets its own default for CPU
     return args  # processes; the count used is saved with the config
 
@@ -67,12 +67,13 @@ def set_threads(threads: int, cuda: bool) -> int:
 def make_trainer(model, tok, args, train_features, val_features, patience: int, smoothing: float = 0.0,
                  ranking=None):
     """A Seq2SeqTrainer whose training batches group playlists of similar target length (little padding; the
-    tuples objective, all one length, gets the Trainer's seeded shuffle). Extended through public hooks only: the
-    dataset's order and `set_epoch`, `compute_loss_func`, callbacks. `ranking`: a val_ranking.ClusterNDCG, which
-    adds its metric before early stopping reads the metrics."""
+    tuples objective, all one length, gets the Trainer's seeded shuffle, or batches of one input length with
+    --tiger.group_titles). Extended through public hooks only: the dataset's order and `set_epoch`,
+    `compute_loss_func`, callbacks. `ranking`: a val_ranking.ClusterNDCG, which adds its metric before early
+    stopping reads the metrics."""
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Seq2SeqTrainer
 
-    if train_features.objective != "tuples":
+    if train_features.objective != "tuples" or train_features.group_titles:
         train_features.group_by_length(args.train_batch_size * args.gradient_accumulation_steps)
     if args.device.type == "cpu":
         use_fast_cpu_dropout(model)
