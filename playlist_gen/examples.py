@@ -41,7 +41,9 @@ class TargetExamples(torch.utils.data.Dataset):
         self.tag_ids, self.tags_as_titles = tag_ids, tags_as_titles  # per playlist, each extra word's input ids
         self.order = None  # example index -> example served at that position (group_by_length)
         self.group_size = 0
-        self.group_titles = group_titles and objective == "tuples"  # batches by input length (make_trainer)
+        # served in batches of similar length (make_trainer): every objective but tuples, whose targets are all one
+        # length; tuples by input length with --tiger.group_titles
+        self.length_grouped = objective != "tuples" or group_titles
         self.per_pass = per_pass if objective == "tuples" else 1
         if objective == "tuples":
             lengths = np.array([len(t) for t in targets], dtype=np.int64)

@@ -45,8 +45,7 @@ def training_arguments(cfg):
         logging_strategy="steps", logging_steps=tc.logging_steps, disable_tqdm=False,
         bf16=bf16, use_cpu=not cuda, ddp_backend="gloo" if distributed and not cuda else None,
         ddp_find_unused_parameters=False, dataloader_num_workers=tc.num_workers, remove_unused_columns=False,
-        train_sampling_strategy="random" if tc.objective == "tuples" and not tc.group_titles else "sequential",
-    )  # sequential: the dataset's own seeded, length-grouped order (make_trainer)
+    )  # the sampling strategy follows the training examples (make_trainer)
     tc.threads = set_threads(tc.threads, cuda)  # after the arguments: accelerate sets its own default for CPU
     return args  # processes; the count used is saved with the config
 
@@ -73,8 +72,10 @@ def make_trainer(model, tok, args, train_features, val_features, patience: int, 
     stopping reads the metrics."""
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Seq2SeqTrainer
 
-    if train_features.objective != "tuples" or train_features.group_titles:
+    if train_features.length_grouped:
         train_features.group_by_length(args.train_batch_size * args.gradient_accumulation_steps)
+    # sequential: the dataset's own seeded, length-grouped order; random: the Trainer's seeded shuffle
+    args.train_sampling_strategy = "sequential" if train_features.length_grouped else "random"
     if args.device.type == "cpu":
         use_fast_cpu_dropout(model)
     collator = DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100)
