@@ -6,6 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from config import VectorsConfig
+from playlist_gen import csv_floats
 from playlist_gen.csv_floats import csv_lines, format_cells
 from playlist_gen.data import load_song_vectors, write_song_vectors
 from playlist_gen.song_vectors import build_song_vectors, randomized_svd
@@ -48,6 +49,16 @@ def test_cells_are_what_percent_6g_writes(scale):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(20000) * scale).astype(np.float32).astype(np.float64)
     cells = format_cells(x, np.full(len(x), ord(","), dtype=np.uint8))
+    assert cells[cells != 0].tobytes().decode().split(",")[:-1] == [f"{v:.6g}" for v in x.tolist()]
+
+
+def test_cells_from_the_digit_tables_are_what_percent_6g_writes(monkeypatch):
+    """Past the first millions of values a process gathers the digit slots from tables (m -> row): the same bytes."""
+    monkeypatch.setattr(csv_floats, "_direct_left", 0)
+    monkeypatch.setattr(csv_floats, "_TABLES", {})
+    x = np.concatenate([[0.0, -0.0], np.random.default_rng(1).standard_normal(20000) * 1e-5])  # one table: 1e-05 form
+    cells = format_cells(x, np.full(len(x), ord(","), dtype=np.uint8))
+    assert list(csv_floats._TABLES) == [1]
     assert cells[cells != 0].tobytes().decode().split(",")[:-1] == [f"{v:.6g}" for v in x.tolist()]
 
 
