@@ -186,11 +186,11 @@ def main(argv=None):
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        with dist.main_first():  # the song index and e5 title embeddings are built once, by rank 0
+        with dist.main_first():  # the song index is built once, by rank 0
             playlists = load_playlists(cfg)
             catalogue = load_catalogue(cfg, playlists, write=dist.is_main)
-            recommenders = load_recommenders(cfg, methods, dist.device, cfg.eval.song_pick, catalogue,
-                                             write_index=dist.is_main)
+        recommenders = load_recommenders(cfg, methods, dist.device, cfg.eval.song_pick, catalogue,
+                                         write_index=dist.is_main)  # e5: every rank embeds a share of new titles
         scheme = read_corpus_meta(cfg)["token_scheme"]
         test = load_test_playlists(cfg, playlists, catalogue.index)
         n = cfg.eval.n_clusters or typical_clusters(catalogue)

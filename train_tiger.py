@@ -209,7 +209,7 @@ def fit(cfg, args, run: Run) -> Fitted:
     set_seed(seed)  # same initial weights on every rank
     model = build_model(tc, tok)
     levels = int(run.corpus_meta["levels"])
-    e5 = e5_prefix.training_embedder(cfg.e5_cache_path, args, write=is_main) if tc.e5_prefix else None
+    e5 = e5_prefix.training_embedder(cfg.e5_cache_path, write=is_main) if tc.e5_prefix else None
     train_features = examples.encode_split(tok, run.train_df, tc, levels, seed, str(cfg.split_path("train")), e5=e5)
     val_features = examples.encode_split(tok, run.val_df, tc, levels, seed, str(cfg.split_path("val")),
                                          train=False, e5=e5)

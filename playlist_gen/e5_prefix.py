@@ -75,10 +75,10 @@ def check_options(tc) -> None:
                             "e5 embedding); set one of them to 0")
 
 
-def training_embedder(cache, args, write: bool):
+def training_embedder(cache, write: bool):
     """texts -> (texts, 384) e5 embeddings of the model's input texts, through the training titles' e5 cache (the one
-    e5 kNN reads, so evaluation does not embed them again): rank 0 first, the other ranks read what it wrote."""
+    e5 kNN reads, so evaluation does not embed them again): under torchrun every rank embeds a share of the titles
+    the cache lacks, and rank 0 (`write`) writes them."""
     def embed(texts: list[str]) -> np.ndarray:
-        with args.main_process_first(desc="e5 embeddings"):
-            return train_embeddings(list(texts), cache, write)
+        return train_embeddings(list(texts), cache, write)
     return embed

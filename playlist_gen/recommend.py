@@ -173,7 +173,9 @@ def train_embeddings(texts: list[str], cache=None, write: bool = True) -> np.nda
 def distinct_embeddings(texts: list[str], cache=None, write: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(one embedding per distinct text, each text's row in it). `cache` (an .npz of texts and their embeddings) is
     read first; only texts it lacks are embedded (after learning from feedback a few titles are new), and it is
-    rewritten (`write`) when any were. At 1M playlists the rows per playlist were 1.5 GB and 4 s of the start."""
+    rewritten (`write`) when any were. In a process group (torchrun) each rank embeds a share of them, and every rank
+    must call this with the same texts. At 1M playlists the rows per playlist were 1.5 GB and 4 s of the start."""
+    from .device import group_barrier, in_shares
     from .io import atomic_write
 
     known: dict[str, np.ndarray] = {}
@@ -184,9 +186,9 @@ def distinct_embeddings(texts: list[str], cache=None, write: bool = True) -> tup
         except (OSError, KeyError, ValueError):
             pass
     missing = list(dict.fromkeys(t for t in texts if t not in known))
-    if missing:
+    if missing:  # under torchrun every rank calls this with the same texts, reads the same cache and embeds a share
         log.info("embedding %s training titles with e5 (once; cached in %s)", f"{len(missing):,}", cache)
-        known.update(zip(missing, encode(missing)))
+        known.update(zip(missing, in_shares(encode, missing)))
     if not known:
         return np.zeros((0, E5_DIM), dtype=np.float32), np.zeros(0, dtype=np.int64)
     row = {t: i for i, t in enumerate(known)}
@@ -194,6 +196,8 @@ def distinct_embeddings(texts: list[str], cache=None, write: bool = True) -> tup
     if cache is not None and missing and write:
         with atomic_write(cache, "wb") as f:
             np.savez(f, texts=np.array(list(known), dtype=str), embeddings=table)
+    if missing:
+        group_barrier()  # the next call of every rank reads the cache as rank 0 has just written it
     used = np.fromiter((row[t] for t in texts), dtype=np.int64, count=len(texts))
     keep, rows = np.unique(used, return_inverse=True)  # only the texts asked for (the cache may hold others)
     return table[keep], rows.astype(np.int64)

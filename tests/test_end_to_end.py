@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import evaluate_tiger
@@ -16,6 +17,7 @@ import prepare_corpus
 import prepare_data
 import train_rq_kmeans
 from config import Config
+from playlist_gen.recommend import encode
 from tests.reference import load_tiger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +56,9 @@ def test_every_stage_on_demo_data_beats_the_baselines(tmp_path, capsys):
     assert load_tiger(cfg.final_model_dir)[2]["levels"] == 2
     last = summary["steps"] // 25 * 25
     assert {f"checkpoint-{last}"} <= {p.name for p in cfg.checkpoint_dir.glob("checkpoint-*")}
+    with np.load(cfg.e5_cache_path) as z:  # the training titles, embedded in shares by the two ranks, in order
+        texts, embeddings = z["texts"].tolist(), z["embeddings"]
+    assert np.allclose(embeddings[:2], encode(texts[:2]), atol=1e-5)  # one title of each rank
     two = json.loads(cfg.metrics_path.read_text())
     shutil.move(cfg.metrics_path, cfg.metrics_path.with_suffix(".two"))
 

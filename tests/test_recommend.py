@@ -430,3 +430,35 @@ def test_top_indices_is_a_stable_descending_argsort(values, n):
 
     v = np.array(values, dtype=float)
     np.testing.assert_array_equal(top_indices(v, n), np.argsort(-v, kind="stable")[:n])
+
+
+def _two_ranks_embed(rank: int, init: str, cache: str, out: str) -> None:
+    """One rank of a 2-process gloo group: the training titles' embeddings, each rank embedding a share."""
+    import torch.distributed as dist
+
+    from playlist_gen import recommend
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    asked = []
+    recommend.encode = lambda texts: asked.append(list(texts)) or np.array([[len(t), rank] for t in texts], float)
+    table = recommend.train_embeddings(["a", "bb", "ccc", "a", "dddd", "eeeee"], cache, write=rank == 0)
+    again = recommend.train_embeddings(["bb", "ffffff"], cache, write=rank == 0)  # reads what rank 0 just wrote
+    np.savez(f"{out}{rank}.npz", table=table, again=again, asked=np.array(asked, dtype=object))
+    dist.destroy_process_group()
+
+
+def test_under_torchrun_each_rank_embeds_a_share_of_the_training_titles(tmp_path):
+    """Evaluation and training under torchrun: every rank embeds every other distinct title (not rank 0 all of them
+    while the others wait), and every rank gets all of them in order."""
+    import torch.multiprocessing as mp
+
+    cache, out = tmp_path / "e5.npz", str(tmp_path / "rank")
+    mp.start_processes(_two_ranks_embed, args=(f"file://{tmp_path / 'group'}", str(cache), out), nprocs=2,
+                       start_method="fork")
+    ranks = [np.load(f"{out}{r}.npz", allow_pickle=True) for r in range(2)]
+    assert [list(r["asked"]) for r in ranks] == [[["a", "ccc", "eeeee"], ["ffffff"]], [["bb", "dddd"], []]]
+    for r in ranks:  # length, rank that embedded it
+        assert r["table"].tolist() == [[1, 0], [2, 1], [3, 0], [1, 0], [4, 1], [5, 0]]
+        assert r["again"].tolist() == [[2, 1], [6, 0]]
+    with np.load(cache) as z:
+        assert z["texts"].tolist() == ["a", "bb", "ccc", "dddd", "eeeee", "ffffff"]
