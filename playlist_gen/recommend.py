@@ -178,24 +178,25 @@ def distinct_embeddings(texts: list[str], cache=None, write: bool = True) -> tup
     from .device import group_barrier, in_shares
     from .io import atomic_write
 
-    known: dict[str, np.ndarray] = {}
+    known, table = [], np.zeros((0, E5_DIM), dtype=np.float32)  # the cache's texts and their embeddings
     if cache is not None:
         try:
             with np.load(cache, allow_pickle=False) as z:
-                known = dict(zip(z["texts"].tolist(), z["embeddings"]))
+                known, table = z["texts"].tolist(), z["embeddings"]
         except (OSError, KeyError, ValueError):
             pass
-    missing = list(dict.fromkeys(t for t in texts if t not in known))
+    row = dict(zip(known, range(len(known))))
+    missing = list(dict.fromkeys(t for t in texts if t not in row))
     if missing:  # under torchrun every rank calls this with the same texts, reads the same cache and embeds a share
         log.info("embedding %s training titles with e5 (once; cached in %s)", f"{len(missing):,}", cache)
-        known.update(zip(missing, in_shares(encode, missing)))
+        table = np.concatenate([table, in_shares(encode, missing)])
+        row.update(zip(missing, range(len(known), len(known) + len(missing))))
+        known = known + missing
     if not known:
         return np.zeros((0, E5_DIM), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    row = {t: i for i, t in enumerate(known)}
-    table = np.stack(list(known.values()))
     if cache is not None and missing and write:
         with atomic_write(cache, "wb") as f:
-            np.savez(f, texts=np.array(list(known), dtype=str), embeddings=table)
+            np.savez(f, texts=np.array(known, dtype=str), embeddings=table)
     if missing:
         group_barrier()  # the next call of every rank reads the cache as rank 0 has just written it
     used = np.fromiter((row[t] for t in texts), dtype=np.int64, count=len(texts))
