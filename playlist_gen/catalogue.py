@@ -19,7 +19,7 @@ import numpy as np
 
 from config import PICKS
 
-from .io import PipelineError, atomic_write, read_json
+from .io import PipelineError, atomic_write, mapped_npz, read_json, write_npz
 
 log = logging.getLogger(__name__)
 
@@ -281,30 +281,30 @@ class Catalogue:
         arrays = {k: v for k, v in arrays.items() if not isinstance(v, tuple)} | {
             f"{k}_{part}": a for k, v in arrays.items() if isinstance(v, tuple) for part, a in zip(("data", "ends"), v)}
         with atomic_write(path, "wb") as f:
-            np.savez(f, **arrays)
+            write_npz(f, arrays)
 
     @classmethod
     def load(cls, path, sources: dict | None = None, smoothing: float = 0.5) -> "Catalogue | None":
         """The cached catalogue, or None when it is missing, unreadable or was built from other input files."""
         try:
-            with np.load(path, allow_pickle=False) as z:
-                if int(z["version"]) != CACHE_VERSION or (
-                        sources is not None and json.loads(z["sources"].tobytes()) != sources):
-                    return None
-                cat = cls.__new__(cls)
-                cat.smoothing = smoothing
-                cat.songs = _unpack(z["songs_data"], z["songs_ends"])
-                cat.text_table = _unpack(z["texts_data"], z["texts_ends"]), z["text_rows"]
-                cat.code = dict(zip(cat.songs, range(len(cat.songs))))
-                cat.cluster, cat.clusters = z["cluster"], [tuple(c) for c in z["clusters"].tolist()]
-                cat.train_flat = z["distinct_data"], z["distinct_ends"]
-                cat.skipped_flat = z["skipped_data"], z["skipped_ends"]
-                cat._path, cat._sources = path, z["sources"].tobytes()
-                cat.counts = z["counts"].astype(np.float64)  # np.bincount of the 50M entries took 0.7-3 s at 1M
-                cat._rank(z["popular"])
-                cat.index = ArraySongIndex(cat, (z["members_data"], z["members_ends"]), z["index_counts"], z["named"],
-                                           _Strings(z["names_data"], z["names_ends"]),
-                                           _Strings(z["artists_data"], z["artists_ends"]))
+            z = mapped_npz(path)  # the arrays are mapped, not read: a start touches the pages it uses
+            if int(z["version"]) != CACHE_VERSION or (
+                    sources is not None and json.loads(z["sources"].tobytes()) != sources):
+                return None
+            cat = cls.__new__(cls)
+            cat.smoothing = smoothing
+            cat.songs = _unpack(z["songs_data"], z["songs_ends"])
+            cat.text_table = _unpack(z["texts_data"], z["texts_ends"]), z["text_rows"]
+            cat.code = dict(zip(cat.songs, range(len(cat.songs))))
+            cat.cluster, cat.clusters = z["cluster"], [tuple(c) for c in z["clusters"].tolist()]
+            cat.train_flat = z["distinct_data"], z["distinct_ends"]
+            cat.skipped_flat = z["skipped_data"], z["skipped_ends"]
+            cat._path, cat._sources = path, z["sources"].tobytes()
+            cat.counts = z["counts"].astype(np.float64)  # np.bincount of the 50M entries took 0.7-3 s at 1M
+            cat._rank(z["popular"])
+            cat.index = ArraySongIndex(cat, (z["members_data"], z["members_ends"]), z["index_counts"], z["named"],
+                                       _Strings(z["names_data"], z["names_ends"]),
+                                       _Strings(z["artists_data"], z["artists_ends"]))
             return cat
         except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile):
             return None

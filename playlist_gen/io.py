@@ -91,6 +91,64 @@ def read_json(path, made_by: str):
         raise PipelineError(f"{path}: not valid JSON ({e}); {made_by}") from None
 
 
+NPZ_ALIGN = 64  # bytes; what numpy aligns an .npy's data to within its file
+
+
+def write_npz(f, arrays: dict) -> None:
+    """np.savez's format (an uncompressed zip of .npy files, read by np.load), with every array's data at a multiple
+    of NPZ_ALIGN bytes in the file: mapped_npz then gives aligned arrays, which numpy and scipy use without a copy.
+    Each member's local header carries an extra field of padding (ID 0x4e50, "NP"; zip readers skip unknown ones)."""
+    import io
+    import struct
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in arrays.items():
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, np.asanyarray(array), allow_pickle=False)  # data at a multiple of 64 in it
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            pad = -(f.tell() + 30 + len(info.filename.encode()) + 4) % NPZ_ALIGN
+            info.extra = struct.pack("<HH", 0x4E50, pad) + bytes(pad)
+            zf.writestr(info, npy.getbuffer())
+
+
+def mapped_npz(path) -> dict:
+    """The arrays of an uncompressed .npz (what np.savez writes), memory-mapped copy-on-write instead of read into new
+    memory: a start touches only the pages it uses, and pages already in the page cache are mapped, not copied into
+    freshly zeroed memory (this VM took up to 2.4 s to fault in 200 MB of new memory). Writes to the arrays stay in
+    this process. A member that is compressed or holds objects raises ValueError; a damaged zip BadZipFile."""
+    import mmap
+    import struct
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(path) as zf:
+        members = [i for i in zf.infolist() if i.filename.endswith(".npy")]
+    out = {}
+    with open(path, "rb") as f:
+        whole = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        for info in members:
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{info.filename} is compressed")
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if local[:4] != b"PK\x03\x04":
+                raise zipfile.BadZipFile(f"no local header for {info.filename}")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            f.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = header(f)
+            if dtype.hasobject:
+                raise ValueError(f"{info.filename} holds Python objects")
+            out[info.filename[:-4]] = np.ndarray(shape, dtype, buffer=whole, offset=f.tell(),
+                                                 order="F" if fortran else "C")
+    return out
+
+
 @contextlib.contextmanager
 def exclusive(folder, who: str):
     """Hold `folder` for one run of `who` (an flock on folder/.lock, which the kernel releases when the process

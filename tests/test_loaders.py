@@ -240,3 +240,32 @@ def test_song_info_ids_that_match_no_playlist_song_stop_like_vector_ids(tmp_path
     with pytest.raises(PipelineError, match=r"gen_song_info.csv: 100% of the 3 playlist songs have no row .* `000001` "
                                             r"is not `1`"):
         load_playlists(cfg)
+
+
+def test_npz_written_aligned_reads_back_mapped_and_with_np_load(tmp_path):
+    """The song index's format: np.load reads it; mapped_npz maps each array at a multiple of 64 bytes (numpy and
+    scipy use aligned arrays without a copy), and writes to a mapped array never reach the file."""
+    import zipfile
+
+    from playlist_gen.io import mapped_npz, write_npz
+
+    arrays = {"i32": np.arange(1001, dtype=np.int32), "f64": np.linspace(0, 1, 7), "empty": np.zeros(0),
+              "scalar": np.array(6), "u8": np.frombuffer("深夜emo".encode(), dtype=np.uint8),
+              "fortran": np.asfortranarray(np.arange(12.0).reshape(3, 4)), "text": np.array(["a", "bb"])}
+    path = tmp_path / "x.npz"
+    with open(path, "wb") as f:
+        write_npz(f, arrays)
+    mapped = mapped_npz(path)
+    with np.load(path, allow_pickle=False) as z:
+        assert sorted(z.files) == sorted(mapped) == sorted(arrays)
+        for name, a in arrays.items():
+            assert np.array_equal(z[name], a) and np.array_equal(mapped[name], a) and mapped[name].dtype == a.dtype
+            assert mapped[name].ctypes.data % 64 == 0, name
+    mapped["i32"][0] = 7
+    assert mapped_npz(path)["i32"][0] == 0
+    path.write_bytes(path.read_bytes()[:-30])  # the zip's directory cut off
+    with pytest.raises(zipfile.BadZipFile):
+        mapped_npz(path)
+    np.savez_compressed(path, a=np.arange(3))
+    with pytest.raises(ValueError, match="compressed"):
+        mapped_npz(path)
