@@ -219,10 +219,10 @@ class Catalogue:
     def train_songs(self) -> list[list[str]]:
         """Set by __init__; a cached catalogue reads it back when asked (only the sequential recommender does): the
         entries are the largest array of the cache (62M codes at 1M playlists, 1-1.5 s to read at every start)."""
-        with np.load(self._path, allow_pickle=False) as z:
-            if z["sources"].tobytes() != self._sources:
-                raise PipelineError(f"{self._path} was rebuilt while in use; start again")
-            entries, ends = z["entries_data"], z["entries_ends"]
+        z = mapped_npz(self._path)
+        if z["sources"].tobytes() != self._sources:
+            raise PipelineError(f"{self._path} was rebuilt while in use; start again")
+        entries, ends = z["entries_data"], z["entries_ends"]
         return [[self.songs[c] for c in codes] for codes in _split(entries.tolist(), ends)]
 
     def _song_given_cluster(self, smoothing: float) -> np.ndarray:
