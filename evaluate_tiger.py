@@ -45,7 +45,7 @@ def load_test_playlists(cfg, playlists, index) -> list[Playlist]:
     split = read_split(cfg, cfg.eval.split)
     if cfg.eval.max_playlists > 0:
         split = split.head(cfg.eval.max_playlists)
-    song_lists = playlists.song_lists()
+    song_lists = playlists.song_lists(only=set(split["glid"]))
     titles = dict(zip(playlists.info["playlist_id"], playlists.info["title"]))
     k = cfg.eval.seed_songs
     out = []

@@ -176,6 +176,7 @@ def test_entries_load_as_categoricals_in_file_order_across_chunks(tmp_path, monk
     assert p.songs["playlist_id"].cat.categories.tolist() == ["010", "007"]
     assert p.songs["song_id"].astype(str).tolist() == ["0003", "7", "007", "7", "0003", "NaN", "NULL"]
     assert p.song_lists() == {"010": ["0003", "7", "NULL"], "007": ["7", "007", "0003", "NaN"]}
+    assert p.song_lists(only={"007", "nope"}) == {"007": ["7", "007", "0003", "NaN"]}  # evaluation's test playlists
 
 
 def test_true_false_ids_stay_strings(tmp_path):
