@@ -185,6 +185,8 @@ def distinct_embeddings(texts: list[str], cache=None, write: bool = True) -> tup
                 known, table = z["texts"].tolist(), z["embeddings"]
         except (OSError, KeyError, ValueError):
             pass
+        if table.shape != (len(known), E5_DIM):  # not what this function writes: embed everything again
+            known, table = [], np.zeros((0, E5_DIM), dtype=np.float32)
     row = dict(zip(known, range(len(known))))
     missing = list(dict.fromkeys(t for t in texts if t not in row))
     if missing:  # under torchrun every rank calls this with the same texts, reads the same cache and embeds a share

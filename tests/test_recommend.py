@@ -388,6 +388,9 @@ def test_e5_knn_votes_by_embedding_and_caches_the_training_titles(tmp_path, monk
     both = recommend.train_embeddings(["chill", "new title", "road trip"], tmp_path / "more.npz")
     assert asked == [["chill", "road trip"], ["new title"]]
     assert both[[0, 2]] == pytest.approx(first) and both[1] == pytest.approx(real_encode(["new title"])[0])
+    np.savez(tmp_path / "more.npz", texts=np.array(["chill", "road trip"]), embeddings=np.zeros((1, 384)))
+    assert recommend.train_embeddings(["chill"], tmp_path / "more.npz") == pytest.approx(first[:1])  # a bad cache
+    assert asked[-1] == ["chill"]  # is embedded again, not read past its end
 
 
 def test_e5_embeds_each_distinct_text_once_and_remembers_requests(monkeypatch):
