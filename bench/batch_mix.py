@@ -30,7 +30,7 @@ def main() -> None:
     meta, _, train_df, _ = examples.load_corpus(cfg, manifest.Reads(cfg))
     tok = PreTrainedTokenizerFast(tokenizer_file=str(cfg.checkpoint_dir / "tokenizer" / "tokenizer.json"))
     ex = examples.encode_split(tok, train_df, cfg.tiger, int(meta["levels"]), cfg.seed)
-    lengths = np.array([len(x) for x in ex.input_ids])[ex.row_playlist]
+    lengths = ex.entry_input_lengths()
     print(f"{len(lengths):,} entries of {len(ex.targets):,} playlists; input tokens mean {lengths.mean():.2f}, "
           f"median {np.median(lengths):.0f}, max {lengths.max()}")
     print("| batch | order | padding | playlists per batch |\n|---|---|---|---|")

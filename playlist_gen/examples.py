@@ -82,13 +82,17 @@ class TargetExamples(torch.utils.data.Dataset):
         self.group_size = batch_size
         self.set_epoch(0)
 
+    def entry_input_lengths(self) -> np.ndarray:
+        """objective=tuples: each entry's input length in tokens (its playlist's text, with its tags if any)."""
+        per_playlist = np.fromiter(map(len, self.input_ids), dtype=np.int64, count=len(self.input_ids))
+        return per_playlist[self.row_playlist]
+
     def set_epoch(self, epoch: int) -> None:
         if self.group_size:
             from transformers.trainer_pt_utils import get_length_grouped_indices
 
             if self.objective == "tuples":  # one target length: the input's (the text with its tags, if any)
-                title = np.fromiter(map(len, self.input_ids), dtype=np.int64, count=len(self.input_ids))
-                lengths = title[self.row_playlist].tolist()
+                lengths = self.entry_input_lengths().tolist()
             else:
                 lengths = [n * 1024 + len(self.input_ids[self.labels(i)[0]])  # target length first, then the title's
                            for i, n in enumerate(self.label_lengths())]
