@@ -3,10 +3,8 @@ a regression in quality fails CI, not only a crash. Training and evaluation run 
 processes (one launch for both), and evaluation again in one process: the two must agree."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +31,32 @@ METRICS = ("shown_precision@20", "shown_ndcg@20", "shown_recall@20", "shown_arti
            "recall@100", "validity", "distinct_clusters", "distinct_artists", "catalogue_coverage")
 
 
-def torchrun_stages(train_args: list[str], eval_args: list[str]) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "tests/torchrun_stages.py", *train_args, "--", *eval_args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+def torchrun_stages(train_args: list[str], eval_args: list[str], timeout: int = 600) -> None:
+    """`torchrun --standalone --nproc_per_node=2 --start-method=fork --run-path tests/torchrun_stages.py ...`:
+    torchrun's own main (its rendezvous, agent and rank environment) called in this process, whose two ranks are
+    forked from it with torch and transformers already imported (a torchrun subprocess imported them again in its
+    launcher and in two fresh interpreters). A rank's error fails the test with its traceback; a hang, after
+    `timeout` seconds."""
+    from torch.distributed import run
+
+    def expire(signum, frame):
+        raise TimeoutError(f"torchrun's two ranks still running after {timeout} s")
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                                                   signal.SIGALRM)}
+    signal.signal(signal.SIGALRM, expire)
+    signal.alarm(timeout)
+    try:
+        run.main(["--standalone", "--nproc_per_node=2", "--start-method=fork", "--run-path",
+                  str(ROOT / "tests" / "torchrun_stages.py"), *train_args, "--", *eval_args])
+    finally:
+        signal.alarm(0)
+        for s, handler in handlers.items():  # torchrun's agent handles these while it runs
+            signal.signal(s, handler)
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Unable to enable fault handler")  # torchrun's @record: pytest's captured stderr
 def test_every_stage_on_demo_data_beats_the_baselines(tmp_path, capsys):
     args = [f"--data_dir={tmp_path / 'data'}", f"--output_dir={tmp_path / 'out'}", f"--model_dir={tmp_path / 'models'}"]
     cfg = Config(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), model_dir=str(tmp_path / "models"))

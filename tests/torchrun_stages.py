@@ -1,6 +1,6 @@
 """train_tiger.py, then evaluate_tiger.py, in the same torchrun processes: the end-to-end test launches
-`torchrun --nproc_per_node=2 tests/torchrun_stages.py TRAIN_ARGS -- EVAL_ARGS` once (each launch pays two
-interpreter starts and torch/transformers imports) and checks both stages' multi-process results."""
+`torchrun --nproc_per_node=2 tests/torchrun_stages.py TRAIN_ARGS -- EVAL_ARGS` once and checks both stages'
+multi-process results. It runs as a script too (torchrun without `--run-path`)."""
 
 import gc
 import sys
