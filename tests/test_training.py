@@ -1,3 +1,4 @@
+import contextlib
 import json
 import math
 import os
@@ -7,6 +8,7 @@ import sys
 import time
 import unicodedata
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -25,6 +27,20 @@ TINY = ["--tiger.d_model=32", "--tiger.d_ff=64", "--tiger.num_layers=1", "--tige
         "--tiger.num_heads=2", "--tiger.d_kv=16", "--tiger.batch_size=16", "--tiger.logging_steps=2",
         "--tiger.sp_vocab_size=320", "--tiger.threads=1", "--tiger.ensemble=1"]  # one model unless a test says
 SEMANTIC = tokens.vocabulary([8, 8])
+
+
+@pytest.fixture(autouse=True)
+def undrawn_loss_plot(request, monkeypatch):
+    """The trainings here write loss_curve.png empty: matplotlib drew it in ~0.13 s of a ~1 s tiny training, 3 s of
+    this module. Tests marked `draws` draw it, as do the end-to-end test and the other modules' trainings."""
+    if request.node.get_closest_marker("draws") is None:
+        monkeypatch.setattr(losses, "png_plot", undrawn_plot)
+
+
+@contextlib.contextmanager
+def undrawn_plot(path, *args):
+    yield mock.MagicMock()  # the axes: takes every call
+    Path(path).write_bytes(b"")
 
 
 @pytest.fixture
@@ -86,6 +102,7 @@ def test_validation_is_a_seeded_sample_of_at_most_val_playlists():
     assert examples.sample_rows(df, 0, seed=3) is df and examples.sample_rows(df, 50, seed=3) is df
 
 
+@pytest.mark.draws
 def test_train_single_process_and_reload(corpus_world):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
