@@ -37,6 +37,7 @@ def torchrun_stages(train_args: list[str], eval_args: list[str], timeout: int = 
     forked from it with torch and transformers already imported (a torchrun subprocess imported them again in its
     launcher and in two fresh interpreters). A rank's error fails the test with its traceback; a hang, after
     `timeout` seconds."""
+    import matplotlib.figure  # noqa: F401  (rank 0 draws the loss and trade-off plots, this process the latter)
     from torch.distributed import run
 
     def expire(signum, frame):
