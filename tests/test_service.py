@@ -204,31 +204,37 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server(pipeline):
-    """generate_playlist.py --serve on the module's pipeline; the kill -9 test ends it."""
+    """generate_playlist.py --serve on the module's pipeline, started (a test waits for it with `up`, so Chromium
+    can start meanwhile); the kill -9 test ends it."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "generate_playlist.py", *pipeline, "--serve", f"--port={port}",
                              "--num_songs=4"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=1)
-            break
-        except (urllib.error.URLError, ConnectionError):
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            time.sleep(0.1)
-    yield proc, base
+    yield proc, f"http://127.0.0.1:{port}"
     if proc.poll() is None:
         proc.kill()
         proc.wait(timeout=30)
 
 
-def test_a_listener_makes_likes_skips_and_extends_a_playlist_in_a_browser(browser, server, pipeline):
+def up(server) -> tuple[subprocess.Popen, str]:
+    """The server once it answers /health."""
+    proc, base = server
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"{base}/health", timeout=1)
+            return proc, base
+        except (urllib.error.URLError, ConnectionError):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.1)
+    raise AssertionError(f"{base} did not answer /health in 60 s")
+
+
+def test_a_listener_makes_likes_skips_and_extends_a_playlist_in_a_browser(server, browser, pipeline):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
     from selenium.webdriver.support.ui import WebDriverWait
 
     wait = WebDriverWait(browser, 30)
-    _, base = server
+    _, base = up(server)
     browser.get(base)
     title = browser.find_element(By.CSS_SELECTOR, "input[placeholder*='a title or a mood']")
     title.send_keys("深夜emo chill")  # chromedriver types only characters of the BMP: no emoji here
@@ -260,7 +266,7 @@ def test_a_listener_makes_likes_skips_and_extends_a_playlist_in_a_browser(browse
 
 def test_the_service_serves_concurrent_clients_and_loses_no_acknowledged_feedback_to_kill_9(server, pipeline):
     """Last of the module: it kills the server."""
-    server, base = server
+    server, base = up(server)
     before = len(read_events(config_for(pipeline).feedback_db_path))
     try:
         assert "<title>generate_playlist</title>" in urllib.request.urlopen(base).read().decode()
