@@ -193,6 +193,8 @@ def main(argv=None):
                                          write_index=dist.is_main)  # e5: every rank embeds a share of new titles
         scheme = read_corpus_meta(cfg)["token_scheme"]
         test = load_test_playlists(cfg, playlists, catalogue.index)
+        for recommender in recommenders.values():  # e5: the test titles' embeddings, cached for a re-run
+            recommender.prepare([p.text for p in test])
         n = cfg.eval.n_clusters or typical_clusters(catalogue)
         log.info("evaluating %s on %s %s playlists (%s training playlists), %d clusters each, %d seed songs given",
                  ", ".join(methods), f"{len(test):,}", cfg.eval.split, f"{len(catalogue.train_codes):,}", n,

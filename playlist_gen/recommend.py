@@ -128,6 +128,13 @@ class E5KNN(TitleKNN):
     def similarities(self, texts: list[str]) -> np.ndarray:
         return (embed(texts) @ self.E.T)[:, self.rows]
 
+    def prepare(self, texts) -> None:
+        """The texts' embeddings into the request memo, from the cache or embedded (in shares under torchrun) and
+        cached: a re-run of an evaluation embeds none of its test titles."""
+        texts = [self._text(t) for t in texts]
+        table, rows = distinct_embeddings(texts, self.cache, self.write_cache)
+        _QUERY_MEMO.update(zip(texts, table[rows]))
+
     def weight(self, sims: np.ndarray) -> np.ndarray:
         return np.exp((sims - 1) / self.temperature)
 
@@ -190,7 +197,7 @@ def distinct_embeddings(texts: list[str], cache=None, write: bool = True) -> tup
     row = dict(zip(known, range(len(known))))
     missing = list(dict.fromkeys(t for t in texts if t not in row))
     if missing:  # under torchrun every rank calls this with the same texts, reads the same cache and embeds a share
-        log.info("embedding %s training titles with e5 (once; cached in %s)", f"{len(missing):,}", cache)
+        log.info("embedding %s titles with e5 (once; cached in %s)", f"{len(missing):,}", cache)
         table = np.concatenate([table, in_shares(encode, missing)])
         row.update(zip(missing, range(len(known), len(known) + len(missing))))
         known = known + missing
@@ -393,6 +400,10 @@ class Fusion(Recommender):
 
     def _log(self, p: np.ndarray) -> np.ndarray:
         return floored_log(p, self.floor)
+
+    def prepare(self, texts) -> None:
+        for part in filter(None, (self.model, self.knn, self.seeded, self.e5)):
+            part.prepare(texts)
 
     def song_distributions(self, requests):
         pm, pk = self.model.song_distributions(requests), self.knn.song_distributions(requests)

@@ -64,6 +64,9 @@ class Recommender:
     def recommend(self, requests: Sequence[Request]) -> list[Recommendation]:
         raise NotImplementedError
 
+    def prepare(self, texts: Sequence[str]) -> None:
+        """Work for requests with these texts that can be done ahead and kept (evaluation knows its test titles)."""
+
     def song_distributions(self, requests: Sequence[Request]) -> np.ndarray:
         """(requests, catalogue songs) probabilities, for methods that have them (fusion mixes these)."""
         raise PipelineError(f"{self.name} gives no song distribution")
