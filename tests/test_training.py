@@ -1,4 +1,5 @@
 import contextlib
+import gc
 import json
 import math
 import os
@@ -41,6 +42,14 @@ def undrawn_loss_plot(request, monkeypatch):
 def undrawn_plot(path, *args):
     yield mock.MagicMock()  # the axes: takes every call
     Path(path).write_bytes(b"")
+
+
+@pytest.fixture(autouse=True)
+def frozen_gc():
+    """What earlier tests left alive is frozen (tests/conftest.py does so for the imports): the gc.collect() that
+    accelerate runs after every training then walks only this test's objects."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture
