@@ -521,7 +521,8 @@ class Config:
 
     @property
     def e5_cache_path(self) -> Path:
-        """The training titles' e5 embeddings (e5 kNN), rebuilt when the titles change."""
+        """e5 embeddings of the training titles (e5 kNN) and of evaluated test titles, by text: a new text is
+        embedded once and added."""
         return Path(self.output_dir) / "e5_title_embeddings.npz"
 
     @property
