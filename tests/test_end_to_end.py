@@ -3,6 +3,7 @@ a regression in quality fails CI, not only a crash. Training and evaluation run 
 processes (one launch for both), and evaluation again in one process: the two must agree."""
 
 import json
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -46,6 +47,7 @@ def torchrun_stages(train_args: list[str], eval_args: list[str], timeout: int = 
 
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
                                                    signal.SIGALRM)}
+    environ = dict(os.environ)
     signal.signal(signal.SIGALRM, expire)
     signal.alarm(timeout)
     try:
@@ -55,6 +57,8 @@ def torchrun_stages(train_args: list[str], eval_args: list[str], timeout: int = 
         signal.alarm(0)
         for s, handler in handlers.items():  # torchrun's agent handles these while it runs
             signal.signal(s, handler)
+        os.environ.clear()  # and sets TORCHELASTIC_SIGNALS_TO_HANDLE
+        os.environ.update(environ)
 
 
 @pytest.mark.slow
